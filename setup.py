@@ -1,0 +1,43 @@
+"""ament_python set-up of rt_panoptic_ros (``pip install .``, ``pip install -e .``, ``colcon build``).
+
+The top-level ``training/`` folder is installed as the subpackage ``rt_panoptic_ros.training``
+through ``package_dir`` (DESIGN.md), so the node's package and the training code ship as one
+distribution while staying apart in the source tree.
+"""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "rt_panoptic_ros"
+
+TRAINING_PACKAGES = [f"{PACKAGE}.training"] + [
+    f"{PACKAGE}.training.{name}" for name in find_packages("training")
+]
+
+CONSOLE_SCRIPTS = [
+    "rt-panoptic-convert = rt_panoptic_ros.cli:convert_main",
+]
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Real-time panoptic segmentation for ROS 2 (Hou et al., CVPR 2020)",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]) + TRAINING_PACKAGES,
+    package_dir={f"{PACKAGE}.training": "training"},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml") + glob("config/*.rviz")),
+        (f"share/{PACKAGE}/config/training", glob("config/training/*.yaml")),
+        (f"share/{PACKAGE}/models", glob("models/*.pt") + glob("models/*.md")),
+    ],
+    # Run-time Python dependencies are pinned in requirements.txt (pip) and declared in
+    # package.xml (rosdep); setuptools must not try to resolve torch on its own.
+    install_requires=["setuptools"],
+    zip_safe=False,
+    entry_points={"console_scripts": CONSOLE_SCRIPTS},
+)
