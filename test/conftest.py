@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +11,8 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-#: The read-only reference material of the project (paper, TRI checkpoint layout, fixture).
-SHARED = Path(os.environ.get("RT_PANOPTIC_SHARED", ROOT.parent / "shared"))
-TRI_REFERENCE = SHARED / "tri_reference"
+#: TRI checkpoint layout, weight builder and the original implementation's outputs.
+TRI_REFERENCE = ROOT / "test" / "data" / "tri_reference"
 
 
 @pytest.fixture(autouse=True)
