@@ -17,6 +17,9 @@ TRAINING_PACKAGES = [f"{PACKAGE}.training"] + [
 
 CONSOLE_SCRIPTS = [
     "rt-panoptic-convert = rt_panoptic_ros.cli:convert_main",
+    "rt-panoptic-infer = rt_panoptic_ros.cli:infer_main",
+    "rt-panoptic-eval = rt_panoptic_ros.training.evaluate:main",
+    "rt-panoptic-synth = rt_panoptic_ros.training.data.synthetic:main",
 ]
 
 setup(

@@ -7,39 +7,13 @@ returns an exit status. Every error a user can cause is printed as one line
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from rt_panoptic_ros.errors import RTPanopticError
+# Shared with the training tools, which may not import this module (pyproject.toml contracts).
+from rt_panoptic_ros.cli_support import EXIT_ERROR, EXIT_INTERRUPTED, make_parser, run_cli
 
-#: Exit status of a run stopped by an error the user can fix (bad file, bad argument).
-EXIT_ERROR = 1
-#: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
-EXIT_INTERRUPTED = 130
-
-
-def run_cli(prog: str, body: Callable[[], int | None]) -> int:
-    """Run ``body``; turn the errors a user can cause into one line on stderr and a status."""
-    try:
-        return body() or 0
-    except RTPanopticError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return EXIT_ERROR
-    except OSError as error:  # disk full, permission denied, ...: name the file
-        where = f"{error.filename}: " if error.filename else ""
-        print(f"{prog}: error: {where}{error.strerror or error}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-
-
-def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """An ``ArgumentParser`` that shows defaults in ``--help``."""
-    return argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "convert_main", "make_parser", "run_cli"]
 
 
 def convert_main(argv: Sequence[str] | None = None) -> int:
@@ -70,6 +44,52 @@ def convert_main(argv: Sequence[str] | None = None) -> int:
         params = sum(p.numel() for p in model.parameters())
         print(f"wrote {args.output}: {cfg.model.backbone}, {cfg.dataset.num_classes} classes, "
               f"{params / 1e6:.1f} M parameters")  # fmt: skip
+        return 0
+
+    return run_cli(parser.prog, body)
+
+
+def infer_main(argv: Sequence[str] | None = None) -> int:
+    """``rt-panoptic-infer --model M IMAGE_OR_DIR --output DIR``: a COCO panoptic predictions folder."""
+    parser = make_parser(
+        "rt-panoptic-infer",
+        "Panoptic segmentation of an image or a folder of images, written as a COCO panoptic "
+        "predictions folder (panoptic/<stem>.png, panoptic.json) plus overlay/<stem>.png.",
+    )
+    parser.add_argument("source", metavar="IMAGE_OR_DIR", help="an image file or a folder of images")
+    parser.add_argument("--model", required=True, help="model file (.pt)")
+    parser.add_argument("--output", required=True, help="folder to write the predictions into")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
+    parser.add_argument("--backend", default="torch", help="inference backend")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        from tqdm import tqdm
+
+        from rt_panoptic_ros.infer import list_images, run_inference
+        from rt_panoptic_ros.runtime.predictor import Predictor
+
+        images = list_images(args.source)
+        predictor = Predictor(args.model, device=args.device, backend=args.backend)
+        with tqdm(total=len(images), unit="img", desc="infer", dynamic_ncols=True) as bar:
+
+            def progress(latency_ms: float) -> None:
+                bar.set_postfix(latency=f"{latency_ms:.0f}ms")
+                bar.update(1)
+
+            def on_error(message: str) -> None:
+                bar.write(f"{parser.prog}: error: {message}", file=sys.stderr)
+                bar.update(1)
+
+            report = run_inference(predictor, images, args.output, progress, on_error)
+        if report.latencies_ms:
+            mean = sum(report.latencies_ms) / len(report.latencies_ms)
+            print(f"wrote {len(report.written)} image(s) to {args.output} (mean latency {mean:.0f} ms)",
+                  file=sys.stderr)  # fmt: skip
+        if report.failed:
+            print(f"{parser.prog}: error: {len(report.failed)} of {len(images)} image(s) failed",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_ERROR
         return 0
 
     return run_cli(parser.prog, body)

@@ -23,3 +23,8 @@ class CheckpointError(RTPanopticError):
 
 class InputError(RTPanopticError, ValueError):
     """An image or tensor handed to the network or predictor has the wrong type or shape."""
+
+
+class DatasetError(RTPanopticError, ValueError):
+    """A dataset or prediction file (image, panoptic PNG, JSON) is missing, unreadable or
+    inconsistent with the others (an id a PNG holds but its JSON does not list, ...)."""

@@ -53,3 +53,33 @@ def run_cli(name: str, *args: str, timeout: float = 600, **kwargs) -> subprocess
     """Run an installed console script (the venv's ``bin/``) as a user would."""
     exe = Path(sys.executable).with_name(name)
     return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def rigged_model(backbone: str = "resnet18"):
+    """A tiny real network whose head biases make it "see" things everywhere.
+
+    Random weights alone detect nothing; with these biases every P3 location proposes a
+    32 x 32 box of the first thing class, the levelness picks P3, and road and that class
+    share the semantic map, so the decoder has instances, stuff and void to produce.
+    """
+    import math
+
+    from rt_panoptic_ros.model import RTPanoNet
+
+    cfg = tiny_config(backbone)
+    torch.manual_seed(0)  # the same network whichever tests ran before
+    net = RTPanoNet(cfg).eval()
+    head = net.head
+    thing = cfg.dataset.thing_ids[0]
+    with torch.no_grad():
+        head.box_cls.bias.fill_(-10.0)
+        head.box_cls.bias[0] = 10.0
+        head.centerness.bias.fill_(5.0)
+        head.box_reg.conv.weight.zero_()
+        head.box_reg.conv.bias.fill_(math.log(16.0))
+        head.levelness.conv.bias.fill_(-10.0)
+        head.levelness.conv.bias[1] = 10.0
+        head.semantic.conv.bias.fill_(-10.0)
+        head.semantic.conv.bias[thing] = 3.0
+        head.semantic.conv.bias[0] = 3.0
+    return net

@@ -1,0 +1,137 @@
+"""Offline inference on image files into a COCO panoptic predictions folder.
+
+Layout written under ``OUT`` (scored directly by ``rt-panoptic-eval`` / panopticapi)::
+
+    OUT/panoptic/<stem>.png   segment ids as R + 256 G + 256^2 B
+    OUT/panoptic.json         images, annotations (file_name, image_id = stem, segments_info), categories
+    OUT/overlay/<stem>.png    the image blended with its panoptic colours, boxes and labels
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from rt_panoptic_ros.errors import InputError
+from rt_panoptic_ros.panoptic.coco_format import categories, id_to_rgb, to_coco_panoptic
+from rt_panoptic_ros.panoptic.fusion import void_label
+from rt_panoptic_ros.runtime.predictor import Predictor
+from rt_panoptic_ros.visualization import draw_overlay
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+@dataclass
+class InferenceReport:
+    """What a run did: images written, images that failed (with why), latency per image."""
+
+    written: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+def list_images(source: str | Path) -> list[Path]:
+    """The image files of a folder (sorted, not recursive), or ``[source]`` for one file.
+
+    Raises:
+        InputError: ``source`` does not exist, or the folder holds no image.
+    """
+    source = Path(source)
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise InputError(f"{source}: no such file or folder")
+    images = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise InputError(f"{source}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
+    stems = [p.stem for p in images]
+    duplicates = sorted({s for s in stems if stems.count(s) > 1})
+    if duplicates:
+        raise InputError(f"{source}: several images share the stem(s) {duplicates}; image ids must be unique")
+    return images
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB of an image file.
+
+    Raises:
+        InputError: the file cannot be decoded as an image.
+    """
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise InputError(f"{path}: cannot read as an image (missing, corrupt or not an image)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def write_rgb(path: Path, rgb: np.ndarray) -> None:
+    """Write ``[H, W, 3]`` uint8 RGB as PNG; raise ``OSError`` naming the file if it fails."""
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"cannot write {path}")
+
+
+def run_inference(
+    predictor: Predictor,
+    images: list[Path],
+    output: str | Path,
+    progress: Callable[[int], Any] | None = None,
+    on_error: Callable[[str], None] | None = None,
+) -> InferenceReport:
+    """Segment ``images`` and write the predictions folder ``output``.
+
+    Images that cannot be read are reported through ``on_error`` and skipped; the others are
+    written, and ``panoptic.json`` lists exactly those.
+
+    Args:
+        progress: called with the latency (ms) of each image, e.g. a progress bar's update.
+        on_error: called with a one-line message per failed image.
+    """
+    output = Path(output)
+    (output / "panoptic").mkdir(parents=True, exist_ok=True)
+    (output / "overlay").mkdir(parents=True, exist_ok=True)
+    cfg = predictor.cfg
+    void = void_label(cfg.dataset.num_classes)
+    report = InferenceReport()
+    annotations, image_entries = [], []
+    for path in images:
+        try:
+            rgb = read_rgb(path)
+        except InputError as error:
+            report.failed.append(str(error))
+            if on_error:
+                on_error(str(error))
+            continue
+        start = time.perf_counter()
+        result = predictor(rgb)
+        latency = (time.perf_counter() - start) * 1000
+        ids, segments_info = to_coco_panoptic(result, cfg, void)
+        file_name = f"{path.stem}.png"
+        write_rgb(output / "panoptic" / file_name, id_to_rgb(ids))
+        overlay = draw_overlay(
+            rgb, result.semantic.numpy(), result.instance.numpy(), result.segments, cfg.dataset.class_names
+        )
+        write_rgb(output / "overlay" / file_name, overlay)
+        image_entries.append(
+            {"id": path.stem, "file_name": path.name, "height": rgb.shape[0], "width": rgb.shape[1]}
+        )
+        annotations.append({"image_id": path.stem, "file_name": file_name, "segments_info": segments_info})
+        report.written.append(path.stem)
+        report.latencies_ms.append(latency)
+        if progress:
+            progress(latency)
+    document = {"images": image_entries, "annotations": annotations, "categories": categories(cfg)}
+    _write_json_atomically(output / "panoptic.json", document)
+    return report
+
+
+def _write_json_atomically(path: Path, document: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(document))
+    os.replace(tmp, path)

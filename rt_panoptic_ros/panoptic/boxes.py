@@ -1,0 +1,143 @@
+"""Dense boxes: feature-map locations, l/t/r/b decoding, the levelness box map and box IoU.
+
+Coordinates are input pixels, boxes are ``(x1, y1, x2, y2)`` float tensors. A location
+``(x, y)`` of a map with stride ``z`` sits at pixel ``(floor(z/2) + x*z, floor(z/2) + y*z)``
+(paper Sec. 4.1), and a box predicted there is that point minus ``(l, t)`` and plus
+``(r, b)`` (Eq. 8).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+#: Stride of the levelness map and of the dense box map B(x, y) (paper Sec. 4.2).
+BOX_MAP_STRIDE = 4
+
+
+def locations(height: int, width: int, stride: int, device: torch.device) -> Tensor:
+    """Pixel centres of a ``height x width`` map of stride ``stride``.
+
+    Returns:
+        float ``[height * width, 2]`` ``(x, y)`` pairs in row-major order.
+    """
+    shifts_x = torch.arange(width, device=device, dtype=torch.float32) * stride + stride // 2
+    shifts_y = torch.arange(height, device=device, dtype=torch.float32) * stride + stride // 2
+    y, x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
+    return torch.stack((x.reshape(-1), y.reshape(-1)), dim=1)
+
+
+def ltrb_to_boxes(points: Tensor, ltrb: Tensor) -> Tensor:
+    """Eq. 8 inverted: ``[..., 2]`` points and ``[..., 4]`` distances -> ``[..., 4]`` xyxy boxes."""
+    return torch.cat((points - ltrb[..., :2], points + ltrb[..., 2:]), dim=-1)
+
+
+def clip_boxes(boxes: Tensor, sizes: Tensor) -> Tensor:
+    """Clip ``[..., 4]`` xyxy boxes to their images ``[0, W] x [0, H]``.
+
+    Args:
+        sizes: ``[..., 2]`` ``(H, W)`` per box (broadcast against ``boxes[..., 0]``).
+    """
+    limits = sizes.to(boxes.dtype)[..., [1, 0, 1, 0]]  # W, H, W, H
+    return torch.minimum(boxes.clamp(min=0), limits)
+
+
+def box_levels(levelness_logits: Tensor) -> Tensor:
+    """Per pixel of the stride-4 levelness map, the FPN level whose box it takes (Eq. 14).
+
+    Args:
+        levelness_logits: ``[N, L+1, h, w]``; channel 0 = background, i+1 = level i.
+
+    Returns:
+        ``[N, h, w]`` int64: 0 = background (no box), i+1 = level i.
+    """
+    return levelness_logits.max(dim=1).indices  # same as argmax, several times faster on CPUs
+
+
+def dense_boxes_at(
+    box_reg: list[Tensor], image: int, cells: Tensor, levels: Tensor, map_size: tuple[int, int]
+) -> Tensor:
+    """The dense box map B(x, y) (Eq. 14) at some cells of the stride-4 map of one image.
+
+    Each level's l, t, r, b map is read bilinearly at the cell's position (exactly what
+    upsampling the whole map with ``F.interpolate(mode="bilinear")`` would give there) and
+    the cell takes the box of its level. Only the cells that can belong to a mask are asked
+    for, which spares upsampling five whole maps.
+
+    Args:
+        box_reg: L x ``[N, 4, h_i, w_i]`` l, t, r, b distances in input pixels.
+        image: which image of the batch.
+        cells: ``[P]`` int64 row-major indices into the ``map_size`` grid.
+        levels: ``[P]`` int64 level + 1 of each cell (>= 1; background cells take no box).
+        map_size: ``(h, w)`` of the stride-4 map.
+
+    Returns:
+        ``[P, 4]`` xyxy boxes in input pixels.
+    """
+    h, w = map_size
+    ys, xs = cells // w, cells % w
+    # Normalised sampling points of the cell centres (grid_sample, align_corners=False).
+    grid = torch.stack(((2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1), dim=1).to(box_reg[0].dtype)
+    grid = grid.view(1, 1, -1, 2)
+    per_level = torch.stack(
+        [
+            F.grid_sample(
+                r[image : image + 1], grid, mode="bilinear", padding_mode="border", align_corners=False
+            )[0, :, 0]
+            for r in box_reg
+        ]
+    )  # [L, 4, P]
+    ltrb = per_level.gather(0, (levels - 1)[None, None].expand(1, 4, -1))[0].T  # [P, 4]
+    points = torch.stack((xs, ys), dim=1).to(ltrb.dtype) * BOX_MAP_STRIDE + BOX_MAP_STRIDE // 2
+    return ltrb_to_boxes(points, ltrb)
+
+
+def box_area(boxes: Tensor) -> Tensor:
+    """``[..., 4]`` xyxy -> ``[...]`` areas (0 for inverted boxes)."""
+    return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
+
+
+def pixel_query_overlap(pixel_boxes: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
+    """Intersection and union areas of every pixel's box with every query box.
+
+    Args:
+        pixel_boxes: ``[P, 4]`` xyxy; queries: ``[K, 4]`` xyxy.
+
+    Returns:
+        ``inter [P, K]`` and ``union [P, K]`` float areas (pixels major, so that per-pixel
+        reductions read contiguous memory).
+    """
+    p = pixel_boxes[:, None, :]  # [P, 1, 4]
+    q = queries[None, :, :]  # [1, K, 4]
+    inter_w = (torch.minimum(p[..., 2], q[..., 2]) - torch.maximum(p[..., 0], q[..., 0])).clamp_(min=0)
+    inter_h = (torch.minimum(p[..., 3], q[..., 3]) - torch.maximum(p[..., 1], q[..., 1])).clamp_(min=0)
+    inter = inter_w.mul_(inter_h)  # [P, K]
+    union = (box_area(p) + box_area(q)).sub_(inter)  # [P, K]
+    return inter, union
+
+
+def pixel_query_iou(pixel_boxes: Tensor, queries: Tensor, variant: Literal["iou", "tri"] = "iou") -> Tensor:
+    """P_loc(x, y, j) = IoU(B(x, y), B_j) between every pixel's box and every query box (Eq. 6).
+
+    Args:
+        pixel_boxes: ``[P, 4]`` xyxy boxes B(x, y) of the dense box map.
+        queries: ``[K, 4]`` xyxy query boxes B_j.
+        variant: ``"iou"``, the paper's I / U; or ``"tri"``, the original implementation's
+            ``(I + 1) / (U + 1) - (G - U) / G`` with G the area of the enclosing box
+            (a smoothed generalised IoU), which the converted TRI model was tuned with.
+
+    Returns:
+        ``[P, K]`` float: IoU in [0, 1]; ``"tri"``: in (-1, 1].
+    """
+    inter, union = pixel_query_overlap(pixel_boxes, queries)
+    if variant == "iou":
+        return inter / union.clamp(min=torch.finfo(union.dtype).eps)
+    p = pixel_boxes[:, None, :]  # [P, 1, 4]
+    q = queries[None, :, :]  # [1, K, 4]
+    enclosing = (torch.maximum(p[..., 2], q[..., 2]) - torch.minimum(p[..., 0], q[..., 0])) * (
+        torch.maximum(p[..., 3], q[..., 3]) - torch.minimum(p[..., 1], q[..., 1])
+    ) + 1e-7
+    return (inter + 1.0) / (union + 1.0) - (enclosing - union) / enclosing

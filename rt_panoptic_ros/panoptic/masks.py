@@ -1,0 +1,170 @@
+"""Queries from dense detections and their masks (paper Sec. 3, Eq. 4-7).
+
+Queries B_j are the dense boxes that survive a score threshold, a per-level top-k and
+class-aware NMS (Eq. 4). Each query's mask is read off the dense box map: a pixel belongs to
+query j when its own box overlaps B_j (P_loc, Eq. 6) and its semantic probability of the
+query's class is high (P_sem), i.e. M_j = P_loc * P_sem > sigma (Eq. 5, 7).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torchvision.ops import batched_nms
+
+from rt_panoptic_ros.config import FPN_STRIDES, DecoderConfig
+from rt_panoptic_ros.panoptic.boxes import (
+    clip_boxes,
+    locations,
+    ltrb_to_boxes,
+    pixel_query_iou,
+    pixel_query_overlap,
+)
+
+
+@dataclass
+class Queries:
+    """Detections of a batch after NMS, sorted by image, then by decreasing score.
+
+    Attributes:
+        image: ``[Q]`` int64 index of the image each query belongs to.
+        boxes: ``[Q, 4]`` float xyxy boxes in input pixels, clipped to the image.
+        labels: ``[Q]`` int64 box-class channel (0..C_th-1).
+        scores: ``[Q]`` float class probability x centerness (Sec. 4.1).
+    """
+
+    image: Tensor
+    boxes: Tensor
+    labels: Tensor
+    scores: Tensor
+
+    def of_image(self, i: int) -> Queries:
+        keep = self.image == i
+        return Queries(self.image[keep], self.boxes[keep], self.labels[keep], self.scores[keep])
+
+
+def level_candidates(
+    box_cls: Tensor, box_reg: Tensor, centerness: Tensor, stride: int, cfg: DecoderConfig
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Candidates of one FPN level: class probability above ``pre_nms_thresh``, top-k by score.
+
+    Args:
+        box_cls: ``[N, C_th, h, w]`` logits; box_reg: ``[N, 4, h, w]``; centerness: ``[N, 1, h, w]``.
+
+    Returns:
+        ``image [M]``, ``boxes [M, 4]`` (unclipped xyxy), ``labels [M]``, ``scores [M]``,
+        at most ``pre_nms_top_n`` per image.
+    """
+    n, classes, h, w = box_cls.shape
+    probability = box_cls.sigmoid().flatten(2).transpose(1, 2)  # [N, h*w, C_th]
+    scores = probability * centerness.sigmoid().flatten(1)[:, :, None]  # [N, h*w, C_th]
+    # Non-candidates get -1 so that top-k prefers every candidate over them.
+    scores = scores.masked_fill(probability <= cfg.pre_nms_thresh, -1.0).flatten(1)  # [N, h*w*C_th]
+    k = min(cfg.pre_nms_top_n, scores.shape[1])
+    top_scores, top_index = scores.topk(k, dim=1)  # [N, k]
+    valid = top_scores > 0
+    image = torch.arange(n, device=box_cls.device)[:, None].expand(n, k)[valid]
+    index = top_index[valid]
+    location, labels = index // classes, index % classes
+    ltrb = box_reg.flatten(2).transpose(1, 2)[image, location]  # [M, 4]
+    points = locations(h, w, stride, box_cls.device)[location]  # [M, 2]
+    return image, ltrb_to_boxes(points.to(ltrb.dtype), ltrb), labels, top_scores[valid]
+
+
+def select_queries(
+    box_cls: list[Tensor],
+    box_reg: list[Tensor],
+    centerness: list[Tensor],
+    image_sizes: list[tuple[int, int]],
+    cfg: DecoderConfig,
+) -> Queries:
+    """Queries of a batch (Eq. 4): per-level candidates, clipped, class-aware NMS, top detections.
+
+    Args:
+        box_cls, box_reg, centerness: L levels (strides 8..128) of ``[N, ., h_i, w_i]``.
+        image_sizes: ``(H, W)`` of each image's content (top-left of the padded input).
+    """
+    per_level = [
+        level_candidates(c, r, o, stride, cfg)
+        for c, r, o, stride in zip(box_cls, box_reg, centerness, FPN_STRIDES, strict=True)
+    ]
+    image, boxes, labels, scores = (torch.cat(parts) for parts in zip(*per_level, strict=True))
+    boxes = clip_boxes(boxes, torch.tensor(image_sizes, device=boxes.device)[image])
+    num_classes = box_cls[0].shape[1]
+    # One NMS call for the batch: groups are (image, class) pairs.
+    keep = batched_nms(boxes, scores, image * num_classes + labels, cfg.nms_thresh)  # by score
+    # Stable sort by image keeps each image's queries in decreasing score; then cap per image.
+    keep = keep[torch.sort(image[keep], stable=True).indices]
+    kept_image = image[keep]
+    first = torch.searchsorted(kept_image, kept_image, side="left")  # index of the image's first
+    rank = torch.arange(len(keep), device=keep.device) - first
+    keep = keep[rank < cfg.max_detections]
+    return Queries(image[keep], boxes[keep], labels[keep], scores[keep])
+
+
+#: Pixels per block of the mask computation on CPUs: keeps its [block, K] float temporaries
+#: in cache and lets each block skip the queries no box of it can touch (benchmarks/decoder.json).
+CPU_BLOCK_PIXELS = 2048
+
+
+def instance_masks(
+    pixel_boxes: Tensor,
+    queries: Tensor,
+    query_labels: Tensor,
+    thing_probability: Tensor,
+    iou_variant: str,
+    mask_thresh: float,
+) -> tuple[Tensor, Tensor]:
+    """M_j(x, y) = P_loc(x, y, j) * P_sem(x, y, c_j) > sigma for one image (Eq. 5-7).
+
+    Args:
+        pixel_boxes: ``[P, 4]`` dense box map B(x, y) at the pixels considered, best ordered
+            by spatial tile (each block then meets few queries).
+        queries: ``[K, 4]`` xyxy query boxes B_j.
+        query_labels: ``[K]`` int64 box-class channel of each query (its thing class c_j).
+        thing_probability: ``[P, C_th]`` semantic probability of each thing class (P_sem).
+        iou_variant: ``"iou"`` or ``"tri"`` (:func:`~rt_panoptic_ros.panoptic.boxes.pixel_query_iou`).
+        mask_thresh: sigma.
+
+    Returns:
+        The masks as pairs: ``cells [E]`` and ``queries [E]`` int64, M_j(cell) true for each
+        pair, sorted by cell.
+    """
+    device = queries.device
+    if device.type != "cpu":  # one block: a GPU wants the whole [P, K] at once
+        masks = _block_masks(
+            pixel_boxes, queries, thing_probability[:, query_labels], iou_variant, mask_thresh
+        )
+        cells, index = masks.nonzero().unbind(1)
+        return cells, index
+    cells, index = [], []
+    for start in range(0, len(pixel_boxes), CPU_BLOCK_PIXELS):
+        boxes = pixel_boxes[start : start + CPU_BLOCK_PIXELS]
+        # P_loc > 0 needs the boxes to meet: skip queries outside the block's boxes' extent.
+        low, high = boxes[:, :2].amin(dim=0), boxes[:, 2:].amax(dim=0)
+        near = ((queries[:, :2] < high) & (queries[:, 2:] > low)).all(dim=1).nonzero().squeeze(1)
+        if len(near) == 0:
+            continue
+        p_sem = thing_probability[start : start + CPU_BLOCK_PIXELS, query_labels[near]]
+        block_cells, block_index = (
+            _block_masks(boxes, queries[near], p_sem, iou_variant, mask_thresh).nonzero().unbind(1)
+        )
+        cells.append(block_cells + start)
+        index.append(near[block_index])
+    if not cells:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return empty, empty
+    return torch.cat(cells), torch.cat(index)
+
+
+def _block_masks(
+    pixel_boxes: Tensor, queries: Tensor, p_sem: Tensor, iou_variant: str, mask_thresh: float
+) -> Tensor:
+    """Dense ``[B, K]`` bool masks of a block; ``p_sem``: ``[B, K]`` P_sem(c_j) at its pixels."""
+    if iou_variant == "iou":
+        # I / U * P_sem > sigma, without the division.
+        inter, union = pixel_query_overlap(pixel_boxes, queries)
+        return inter.mul_(p_sem) > union.mul_(mask_thresh)
+    return pixel_query_iou(pixel_boxes, queries, iou_variant) * p_sem > mask_thresh

@@ -1,0 +1,107 @@
+"""What the decoder returns: a panoptic segmentation of one image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One instance of a thing class in a :class:`PanopticResult`.
+
+    Attributes:
+        id: the instance's value in ``PanopticResult.instance`` (1..K, in decreasing score).
+        category_id: its semantic class id (a thing class; ``Config.dataset.class_names``).
+        score: detection score, box-class probability x centerness (paper Sec. 4.1).
+        bbox: ``(x1, y1, x2, y2)`` tight box of its pixels in the image; x2, y2 exclusive.
+        area: its number of pixels in the image.
+    """
+
+    id: int
+    category_id: int
+    score: float
+    bbox: tuple[float, float, float, float]
+    area: int
+
+
+@dataclass
+class PanopticResult:
+    """Panoptic segmentation of one image, at the image's own size ``H x W``.
+
+    Attributes:
+        semantic: ``[H, W]`` class ids, 255 = void (uint8; int32 with 65535 = void for
+            models with more than 255 classes).
+        instance: ``[H, W]`` 0 = stuff or void, k = ``segments[k - 1]`` (int16; int32 when
+            ``max_detections`` exceeds 32767).
+        segments: the instances, ordered by id.
+    """
+
+    semantic: Tensor
+    instance: Tensor
+    segments: list[Segment] = field(default_factory=list)
+
+    def to(self, device: str | torch.device) -> PanopticResult:
+        """The same result with its maps on ``device`` (one copy each)."""
+        return PanopticResult(self.semantic.to(device), self.instance.to(device), list(self.segments))
+
+
+def instance_boxes(instance: Tensor, count: int, size: tuple[int, int], cell: int = 1) -> Tensor:
+    """Tight boxes of the instance ids 1..count of an id map, vectorised.
+
+    Args:
+        instance: ``[h, w]`` int id map (0 = none), each entry covering ``cell x cell`` output
+            pixels (the decoder's stride-4 cells; 1 for a full-resolution map).
+        size: ``(H, W)`` of the output image, which clips the last row and column of cells.
+
+    Returns:
+        ``[count, 4]`` float ``(x1, y1, x2, y2)``, x2 and y2 exclusive.
+    """
+    h, w = instance.shape
+    ids = instance.reshape(-1).long()
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=ids.device), torch.arange(w, device=ids.device), indexing="ij"
+    )
+    coords = torch.stack((xs.reshape(-1), ys.reshape(-1)))  # [2, h*w]
+    index = ids[None].expand(2, -1)
+    lows = torch.full((2, count + 1), max(h, w), device=ids.device, dtype=torch.long)
+    highs = torch.full((2, count + 1), -1, device=ids.device, dtype=torch.long)
+    lows = lows.scatter_reduce(1, index, coords, reduce="amin")[:, 1:] * cell
+    highs = ((highs.scatter_reduce(1, index, coords, reduce="amax")[:, 1:] + 1) * cell).clamp(min=0)
+    height, width = size
+    return torch.stack(
+        (lows[0], lows[1], highs[0].clamp(max=width), highs[1].clamp(max=height)), dim=1
+    ).float()
+
+
+def resize_result(result: PanopticResult, size: tuple[int, int]) -> PanopticResult:
+    """Nearest-neighbour resize of a result's maps to ``size``, segments recomputed to match.
+
+    Instances that vanish (a downscale can swallow a tiny one) are dropped and the rest keep
+    their order with ids renumbered 1..K'.
+    """
+    height, width = size
+    h, w = result.semantic.shape
+    device = result.semantic.device
+    rows = ((torch.arange(height, device=device) + 0.5) * (h / height)).long().clamp_(max=h - 1)
+    cols = ((torch.arange(width, device=device) + 0.5) * (w / width)).long().clamp_(max=w - 1)
+    semantic = result.semantic[rows][:, cols]
+    instance = result.instance[rows][:, cols]
+    count = len(result.segments)
+    areas = torch.bincount(instance.reshape(-1).long(), minlength=count + 1)[1:]
+    present = areas > 0
+    if not bool(present.all()):
+        lut = torch.zeros(count + 1, dtype=instance.dtype, device=device)
+        lut[1:] = (torch.cumsum(present, 0) * present).to(instance.dtype)
+        instance = lut[instance.long()]
+    boxes = instance_boxes(instance, int(present.sum()), size)
+    survivors = [s for s, keep in zip(result.segments, present.tolist(), strict=True) if keep]
+    segments = [
+        Segment(id=k, category_id=s.category_id, score=s.score, bbox=tuple(b), area=a)
+        for k, (s, b, a) in enumerate(
+            zip(survivors, boxes.tolist(), areas[present].tolist(), strict=True), start=1
+        )
+    ]
+    return PanopticResult(semantic=semantic, instance=instance, segments=segments)

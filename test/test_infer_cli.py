@@ -1,0 +1,103 @@
+"""rt-panoptic-infer end to end: a COCO panoptic predictions folder from real files."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from conftest import rigged_model, run_cli
+
+from rt_panoptic_ros.model import save_checkpoint
+from rt_panoptic_ros.panoptic.coco_format import rgb_to_id
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    return save_checkpoint(rigged_model(), tmp_path_factory.mktemp("model") / "rigged.pt")
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k, (h, w) in enumerate([(128, 256), (150, 200), (96, 96)]):
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        cv2.imwrite(str(folder / f"frame_{k}.{'png' if k != 1 else 'jpg'}"), image)
+    (folder / "notes.txt").write_text("not an image, ignored by suffix")
+    return folder
+
+
+def read_png_rgb(path):
+    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def test_writes_a_consistent_predictions_folder(model_file, image_dir, tmp_path):
+    out = tmp_path / "pred"
+    result = run_cli("rt-panoptic-infer", "--model", str(model_file), str(image_dir), "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    document = json.loads((out / "panoptic.json").read_text())
+    assert [a["image_id"] for a in document["annotations"]] == ["frame_0", "frame_1", "frame_2"]
+    categories = {c["id"]: c for c in document["categories"]}
+    assert len(categories) == 19 and categories[11]["isthing"] == 1 and categories[0]["isthing"] == 0
+    total_instances = 0
+    for annotation in document["annotations"]:
+        ids = rgb_to_id(read_png_rgb(out / "panoptic" / annotation["file_name"]))
+        overlay = read_png_rgb(out / "overlay" / annotation["file_name"])
+        assert overlay.shape[:2] == ids.shape
+        info = {s["id"]: s for s in annotation["segments_info"]}
+        present = set(np.unique(ids).tolist()) - {0}
+        assert present == set(info), "every PNG id is listed, and every listed id is present"
+        for segment_id, segment in info.items():
+            mask = ids == segment_id
+            assert segment["area"] == int(mask.sum())
+            ys, xs = np.nonzero(mask)
+            assert segment["bbox"] == [xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()]
+            assert segment["category_id"] in categories and segment["iscrowd"] == 0
+            assert 0 < segment["score"] <= 1
+        total_instances += sum(categories[s["category_id"]]["isthing"] for s in info.values())
+    assert total_instances > 0, "the rigged model should find things"
+    assert "mean latency" in result.stderr
+
+
+def test_single_image_file(model_file, image_dir, tmp_path):
+    out = tmp_path / "one"
+    result = run_cli("rt-panoptic-infer", "--model", str(model_file), str(image_dir / "frame_2.png"),
+                     "--output", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert [a["image_id"] for a in json.loads((out / "panoptic.json").read_text())["annotations"]] == [
+        "frame_2"
+    ]
+
+
+def test_unreadable_image_is_named_and_the_rest_written(model_file, image_dir, tmp_path):
+    (image_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    out = tmp_path / "pred"
+    result = run_cli("rt-panoptic-infer", "--model", str(model_file), str(image_dir), "--output", str(out))
+    assert result.returncode == 1
+    assert "broken.png: cannot read as an image" in result.stderr
+    assert "1 of 4 image(s) failed" in result.stderr
+    assert "Traceback" not in result.stderr
+    written = [a["image_id"] for a in json.loads((out / "panoptic.json").read_text())["annotations"]]
+    assert written == ["frame_0", "frame_1", "frame_2"]
+
+
+@pytest.mark.parametrize("case", ["missing_model", "corrupt_model", "empty_folder", "missing_source"])
+def test_errors_are_one_line(case, model_file, image_dir, tmp_path):
+    model, source = str(model_file), str(image_dir)
+    if case == "missing_model":
+        model, expected = str(tmp_path / "nope.pt"), "nope.pt: no such file"
+    elif case == "corrupt_model":
+        (tmp_path / "bad.pt").write_bytes(b"not a model")
+        model, expected = str(tmp_path / "bad.pt"), "bad.pt: not a PyTorch checkpoint"
+    elif case == "empty_folder":
+        (tmp_path / "empty").mkdir()
+        source, expected = str(tmp_path / "empty"), "empty: no images in this folder"
+    else:
+        source, expected = str(tmp_path / "absent"), "absent: no such file or folder"
+    result = run_cli("rt-panoptic-infer", "--model", model, source, "--output", str(tmp_path / "o"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("rt-panoptic-infer: error: ")
+    assert expected in result.stderr and "Traceback" not in result.stderr
