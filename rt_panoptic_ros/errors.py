@@ -25,6 +25,22 @@ class InputError(RTPanopticError, ValueError):
     """An image or tensor handed to the network or predictor has the wrong type or shape."""
 
 
+class ImageError(InputError):
+    """An image message cannot be converted: unknown encoding, a size, ``step`` or data
+    length that disagree with each other, an absurd size, or a compressed image that is
+    corrupt or in a format other than JPEG and PNG."""
+
+
 class DatasetError(RTPanopticError, ValueError):
     """A dataset or prediction file (image, panoptic PNG, JSON) is missing, unreadable or
     inconsistent with the others (an id a PNG holds but its JSON does not list, ...)."""
+
+
+class ExportError(RTPanopticError):
+    """An ONNX export failed its checks (checker, shape inference, an op TensorRT cannot parse),
+    or an ONNX file is missing, unreadable or was not written by ``rt-panoptic-export``."""
+
+
+class EngineError(RTPanopticError):
+    """A backend cannot run: a TensorRT engine is missing, corrupt or built for another GPU,
+    TensorRT version or input shape, or the library the backend needs is not installed."""

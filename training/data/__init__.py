@@ -1,0 +1,36 @@
+"""Datasets in the COCO panoptic format, their augmentation, and the synthetic dataset.
+
+- ``panoptic_format.py``: PNG ids, JSON parsing and checks, the category table;
+- ``coco_panoptic.py``: :class:`PanopticDataset` (COCO panoptic 2017 and any dataset in the
+  format), ``cityscapes.py``: Cityscapes as cityscapesscripts writes it;
+- ``transforms.py``: the paper's augmentation;
+- ``synthetic.py``: procedural street scenes (``rt-panoptic-synth``), ``perturb.py``:
+  simulated predictions for testing and benchmarking evaluators.
+"""
+
+from rt_panoptic_ros.training.data.cityscapes import cityscapes_panoptic
+from rt_panoptic_ros.training.data.coco_panoptic import PanopticDataset, coco_panoptic
+from rt_panoptic_ros.training.data.panoptic_format import (
+    IGNORE_LABEL,
+    VOID_ID,
+    CategoryMap,
+    load_panoptic_json,
+    read_panoptic_png,
+    rgb_to_id,
+)
+from rt_panoptic_ros.training.data.synthetic import generate_scene, synthetic_meta, write_dataset
+
+__all__ = [
+    "IGNORE_LABEL",
+    "VOID_ID",
+    "CategoryMap",
+    "PanopticDataset",
+    "cityscapes_panoptic",
+    "coco_panoptic",
+    "generate_scene",
+    "load_panoptic_json",
+    "read_panoptic_png",
+    "rgb_to_id",
+    "synthetic_meta",
+    "write_dataset",
+]

@@ -1,0 +1,29 @@
+"""Evaluation: panoptic quality with panopticapi's semantics, and semantic mIoU.
+
+- ``panoptic_quality.py``: per-image statistics (vectorised) and their averages;
+- ``semantic.py``: IoU from a pixel confusion matrix;
+- ``evaluator.py``: :class:`PanopticEvaluator` (``reset`` / ``process`` / ``evaluate``).
+
+Files on disk are scored by ``rt_panoptic_ros.training.evaluate`` (``rt-panoptic-eval``).
+"""
+
+from rt_panoptic_ros.training.evaluation.evaluator import PanopticEvaluator, compare_panoptic, format_table
+from rt_panoptic_ros.training.evaluation.panoptic_quality import (
+    PQStats,
+    image_stats,
+    joint_histogram,
+    pq_average,
+)
+from rt_panoptic_ros.training.evaluation.semantic import class_iou, mean_iou
+
+__all__ = [
+    "PQStats",
+    "PanopticEvaluator",
+    "class_iou",
+    "compare_panoptic",
+    "format_table",
+    "image_stats",
+    "joint_histogram",
+    "mean_iou",
+    "pq_average",
+]
