@@ -93,3 +93,160 @@ def infer_main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return run_cli(parser.prog, body)
+
+
+def _log_to_stderr(prog: str) -> None:
+    """Show the runtime's INFO log lines (cache hits, rebuilds, progress) as ``prog: ...`` lines."""
+    import logging
+
+    logger = logging.getLogger("rt_panoptic_ros")
+    for old in [h for h in logger.handlers if getattr(h, "rt_panoptic_cli", False)]:
+        logger.removeHandler(old)  # one handler, even when a main runs twice in one process
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    handler.rt_panoptic_cli = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def _size_arguments(parser, batch: bool = True) -> None:
+    for side in ("height", "width"):
+        parser.add_argument(
+            f"--{side}",
+            type=int,
+            default=None,
+            help=f"network input {side}, a multiple of 128 (default: the model's input.{side})",
+        )
+    if batch:
+        parser.add_argument("--batch", type=int, default=1, help="images per call")
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """``rt-panoptic-export MODEL --output model.onnx --height H --width W [--batch N] [--dynamic]``."""
+    parser = make_parser(
+        "rt-panoptic-export",
+        "Export a model file to ONNX: input 'image' uint8 [N,3,H,W] RGB, the head's 17 outputs by "
+        "name; checked with onnx.checker, shape inference and TensorRT's list of ONNX ops.",
+    )
+    parser.add_argument("model", metavar="MODEL", help="model file (.pt)")
+    parser.add_argument("--output", required=True, help="ONNX file to write")
+    _size_arguments(parser)
+    parser.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="symbolic batch, height and width (--height/--width: the traced size)",
+    )
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        from rt_panoptic_ros.errors import ConfigError
+        from rt_panoptic_ros.model import load_model
+        from rt_panoptic_ros.runtime.export import export_onnx
+        from rt_panoptic_ros.runtime.files import file_sha256
+        from rt_panoptic_ros.runtime.sources import DYNAMIC_TRACE_SIZE
+
+        model = load_model(args.model)
+        height = args.height or model.cfg.input.height or (DYNAMIC_TRACE_SIZE[0] if args.dynamic else 0)
+        width = args.width or model.cfg.input.width or (DYNAMIC_TRACE_SIZE[1] if args.dynamic else 0)
+        if not (height and width):
+            raise ConfigError(
+                "--height / --width: needed, the model file has no input size (input.height/width)"
+            )
+        report = export_onnx(
+            model, args.output, height, width, batch=args.batch, dynamic=args.dynamic,
+            source_sha256=file_sha256(args.model), progress=lambda line: print(line, file=sys.stderr),
+        )  # fmt: skip
+        print(report.summary())
+        return 0
+
+    return run_cli(parser.prog, body)
+
+
+def build_engine_main(argv: Sequence[str] | None = None) -> int:
+    """``rt-panoptic-build-engine MODEL [--precision fp16|fp32|int8] [--calib DIR]``: engine ahead of time."""
+    parser = make_parser(
+        "rt-panoptic-build-engine",
+        "Build (or find up to date) the TensorRT engine of a model in its cache beside the model "
+        "file, as the tensorrt backend would at start-up; a key mismatch or a corrupt file rebuilds it.",
+    )
+    parser.add_argument("model", metavar="MODEL", help="model file (.pt) or ONNX file (rt-panoptic-export)")
+    parser.add_argument(
+        "--precision",
+        choices=["fp16", "fp32", "int8"],
+        default="fp16",
+        help="fp16: FP16 kernels where faster; fp32: IEEE FP32, TF32 off; int8: needs --calib",
+    )
+    parser.add_argument("--calib", default=None, metavar="DIR", help="folder of INT8 calibration images")
+    _size_arguments(parser)
+    parser.add_argument("--device", default="cuda", help="CUDA device to build for")
+    parser.add_argument(
+        "--cache-dir", default=None, help="cache folder (default: <model>.cache beside the model)"
+    )
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        from rt_panoptic_ros.runtime.predictor import Predictor
+
+        _log_to_stderr(parser.prog)
+        size = (args.height, args.width) if args.height and args.width else None
+        predictor = Predictor(
+            args.model, device=args.device, backend="tensorrt", precision=args.precision, input_size=size,
+            batch_size=args.batch, cache_dir=args.cache_dir, calibration_dir=args.calib,
+        )  # fmt: skip
+        backend = predictor.backend
+        print(f"engine {backend.where}: {backend.precision}, input {'x'.join(map(str, backend.input_shape))}")
+        return 0
+
+    return run_cli(parser.prog, body)
+
+
+def bench_main(argv: Sequence[str] | None = None) -> int:
+    """``rt-panoptic-bench --model M --backend B --height H --width W``: per-stage latency as JSON."""
+    parser = make_parser(
+        "rt-panoptic-bench",
+        "Per-stage latency (upload, network, decode, download; median and p90) and end-to-end FPS "
+        "of the Predictor, for each model on each backend, side by side; JSON with the command "
+        "and the machine.",
+    )
+    parser.add_argument(
+        "--model", nargs="+", required=True, help="model file(s), or preset name(s) run with random weights"
+    )
+    parser.add_argument("--backend", nargs="+", default=["torch"],
+                        choices=["auto", "torch", "onnxruntime", "tensorrt"], help="backend(s)")  # fmt: skip
+    parser.add_argument("--height", type=int, default=512, help="input height (multiple of 128)")
+    parser.add_argument("--width", type=int, default=1024, help="input width (multiple of 128)")
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "fp16", "int8"],
+        default=None,
+        help="default: the backend's own (torch: fp16 on CUDA, fp32 on CPU; tensorrt: fp16)",
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: each backend's own)")
+    parser.add_argument("--frames", type=int, default=20, help="timed frames")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed frames first")
+    parser.add_argument("--cuda-graph", action="store_true", help="torch on CUDA: replay a CUDA graph")
+    parser.add_argument("--output", default=None, help="JSON file to write (default: stdout)")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        import json
+        import shlex
+        from pathlib import Path
+
+        from rt_panoptic_ros.runtime.bench import run_benchmark
+
+        _log_to_stderr(parser.prog)
+        report = run_benchmark(
+            args.model, args.backend, args.height, args.width, args.precision, args.frames, args.warmup,
+            args.device, args.cuda_graph, progress=lambda line: print(line, file=sys.stderr),
+        )  # fmt: skip
+        command = shlex.join([parser.prog, *(sys.argv[1:] if argv is None else argv)])
+        text = json.dumps({"command": command, **report}, indent=2) + "\n"
+        if args.output:
+            Path(args.output).write_text(text)
+            print(f"wrote {args.output}", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+        return 0
+
+    return run_cli(parser.prog, body)

@@ -4,36 +4,73 @@ It owns the whole inference path of DESIGN.md: the image goes to the device as u
 zero-copy view until then), is resized to the configured input size if there is one, padded
 to a multiple of 128, run by a backend, decoded on the same device, cropped (and resized)
 back to the image's own size, and copied to the host once.
+
+The four stages are public methods (:meth:`Predictor.upload`, :meth:`~Predictor.infer`,
+:meth:`~Predictor.decode`, :meth:`~Predictor.download`) so that the benchmark times exactly
+what :meth:`Predictor.predict_batch` runs.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from rt_panoptic_ros.config import SIZE_DIVISIBILITY, Config
+from rt_panoptic_ros.config import Config
 from rt_panoptic_ros.errors import InputError
-from rt_panoptic_ros.model import RTPanoNet, load_model
+from rt_panoptic_ros.model import HeadOutputs, RTPanoNet
 from rt_panoptic_ros.panoptic import PanopticResult, decode
 from rt_panoptic_ros.panoptic.result import resize_result
-from rt_panoptic_ros.runtime.backends import Backend, create_backend
+from rt_panoptic_ros.runtime.backends import Backend, BackendOptions, create_backend
+from rt_panoptic_ros.runtime.engine_cache import check_input_shape
+from rt_panoptic_ros.runtime.preprocess import fit, pad_batch, round_up
+from rt_panoptic_ros.runtime.sources import ModelSource
+
+log = logging.getLogger("rt_panoptic_ros.runtime")
+
+
+@dataclass
+class Batch:
+    """Images on the device, ready for the network.
+
+    Attributes:
+        images: uint8 ``[N, 3, H', W']`` (H', W' multiples of 128; the configured size if any).
+        content_sizes: each image's ``(h, w)`` in the top-left of ``images`` (after resizing).
+        original_sizes: each image's own ``(H, W)``, the size of its result.
+    """
+
+    images: Tensor
+    content_sizes: list[tuple[int, int]]
+    original_sizes: list[tuple[int, int]]
 
 
 class Predictor:
     """Panoptic segmentation of numpy RGB images with one model.
 
     Args:
-        model: a model file (``load_model``) or an :class:`RTPanoNet`.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
-        backend: which engine runs the network (:data:`~rt_panoptic_ros.runtime.backends.BACKENDS`).
+        model: a model file (``.pt``), an :class:`RTPanoNet`, or for the onnxruntime and
+            tensorrt backends an ``.onnx`` (``rt-panoptic-export``) or ``.engine``
+            (``rt-panoptic-build-engine``) file.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...; ``None``: the CPU, except for
+            ``tensorrt`` (CUDA) and ``auto`` (whatever it picks).
+        backend: ``torch``, ``onnxruntime``, ``tensorrt`` or ``auto``
+            (:mod:`~rt_panoptic_ros.runtime.backends`).
         cfg: decoder thresholds and input size to use instead of the model's own
             (``model.cfg``); the architecture and classes always come from the model.
+        precision: ``fp32`` / ``fp16`` / ``int8``; default: the backend's (see
+            :class:`~rt_panoptic_ros.runtime.backends.BackendOptions`).
+        input_size: ``(H, W)`` network input size (multiples of 128), overriding
+            ``cfg.input``; images are resized to fit it. TensorRT needs one.
+        batch_size: images per call a TensorRT engine is built for.
+        cuda_graph: torch on CUDA: replay a CUDA graph of the network.
+        cache_dir: where ONNX exports and engines go instead of beside the model file.
+        calibration_dir: tensorrt int8: a folder of calibration images.
 
     Example:
         >>> predictor = Predictor("models/tri_cityscapes.pt")  # doctest: +SKIP
@@ -45,14 +82,41 @@ class Predictor:
     def __init__(
         self,
         model: str | Path | RTPanoNet,
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
         backend: str = "torch",
         cfg: Config | None = None,
+        *,
+        precision: str | None = None,
+        input_size: tuple[int, int] | None = None,
+        batch_size: int = 1,
+        cuda_graph: bool = False,
+        cache_dir: str | Path | None = None,
+        calibration_dir: str | Path | None = None,
     ) -> None:
-        self.device = torch.device(device)
-        network = model if isinstance(model, RTPanoNet) else load_model(model, "cpu")
-        self.cfg = cfg if cfg is not None else network.cfg
-        self.backend: Backend = create_backend(backend, network, self.device)
+        source = ModelSource.open(model)
+        cfg = cfg if cfg is not None else source.cfg
+        if input_size is not None:
+            cfg = _with_input_size(cfg, input_size)
+        height, width = cfg.input.height, cfg.input.width
+        options = BackendOptions(
+            precision=precision,
+            input_shape=(batch_size, 3, height, width) if height and width else None,
+            cuda_graph=cuda_graph,
+            cache_dir=Path(cache_dir) if cache_dir is not None else None,
+            calibration_dir=Path(calibration_dir) if calibration_dir is not None else None,
+        )
+        self.backend: Backend = create_backend(backend, source, device, options)
+        self.device = self.backend.device
+        fixed = getattr(self.backend, "input_shape", None)  # static ONNX, engine: one input shape
+        if fixed is not None and all(fixed[2:]):
+            if height and width:  # refuse now, not at the first frame
+                check_input_shape(
+                    fixed, (batch_size, 3, height, width), getattr(self.backend, "where", backend)
+                )
+            else:
+                cfg = _with_input_size(cfg, (fixed[2], fixed[3]))
+                log.info("input size %dx%d, the size %s was built for", fixed[2], fixed[3], self.backend.name)
+        self.cfg = cfg
 
     def __call__(self, image: np.ndarray) -> PanopticResult:
         """Segment one ``[H, W, 3]`` uint8 RGB image; the result's maps are ``[H, W]`` on the CPU."""
@@ -62,15 +126,31 @@ class Predictor:
         """Segment several images (any sizes) in one network call; results on the CPU."""
         if len(images) == 0:
             return []
+        batch = self.upload(images)
+        return self.download(self.decode(self.infer(batch.images), batch))
+
+    def upload(self, images: Sequence[np.ndarray]) -> Batch:
+        """Stage 1: numpy ``[H, W, 3]`` uint8 images -> a padded (resized) batch on the device."""
         tensors = [self._to_device(image, k) for k, image in enumerate(images)]
-        batch, content_sizes = self.prepare(tensors)
-        outputs = self.backend(batch)
-        results = decode(outputs, self.cfg, content_sizes)
-        original_sizes = [tuple(t.shape[-2:]) for t in tensors]
+        batch, sizes = self.prepare(tensors)
+        return Batch(batch, sizes, [(int(t.shape[-2]), int(t.shape[-1])) for t in tensors])
+
+    def infer(self, images: Tensor) -> HeadOutputs:
+        """Stage 2: the backend runs the network; outputs on the device."""
+        return self.backend(images)
+
+    def decode(self, outputs: HeadOutputs, batch: Batch) -> list[PanopticResult]:
+        """Stage 3: the panoptic decoder, on the device; maps at each image's own size."""
+        results = decode(outputs, self.cfg, batch.content_sizes)
         return [
-            resize_result(r, size).to("cpu") if tuple(r.semantic.shape) != size else r.to("cpu")
-            for r, size in zip(results, original_sizes, strict=True)
+            resize_result(r, size) if tuple(r.semantic.shape) != size else r
+            for r, size in zip(results, batch.original_sizes, strict=True)
         ]
+
+    @staticmethod
+    def download(results: list[PanopticResult]) -> list[PanopticResult]:
+        """Stage 4: the final maps to the host (one copy each)."""
+        return [r.to("cpu") for r in results]
 
     def prepare(self, images: Sequence[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
         """Resize (if an input size is configured) and pad ``[3, H, W]`` uint8 images into a batch.
@@ -80,29 +160,13 @@ class Predictor:
             each image's ``(h, w)`` in its top-left corner.
         """
         target = (self.cfg.input.height, self.cfg.input.width)
-        resized = [self._resize(image, target) if all(target) else image for image in images]
+        resized = [fit(image, target) if all(target) else image for image in images]
         sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in resized]
         if all(target):
             padded = target
         else:
-            padded = (_round_up(max(h for h, _ in sizes)), _round_up(max(w for _, w in sizes)))
-        # Zero padding right and below; channels_last keeps each HWC image a plain copy.
-        batch = torch.zeros((len(resized), *padded, 3), dtype=torch.uint8, device=self.device)
-        batch = batch.permute(0, 3, 1, 2)  # [N, 3, H', W'] viewed over NHWC memory
-        for k, (image, (h, w)) in enumerate(zip(resized, sizes, strict=True)):
-            batch[k, :, :h, :w] = image
-        return batch, sizes
-
-    @staticmethod
-    def _resize(image: Tensor, target: tuple[int, int]) -> Tensor:
-        """Scale ``[3, H, W]`` uint8 to fit ``target`` keeping its aspect ratio."""
-        h, w = image.shape[-2:]
-        scale = min(target[0] / h, target[1] / w)
-        size = (max(1, min(target[0], round(h * scale))), max(1, min(target[1], round(w * scale))))
-        if size == (h, w):
-            return image
-        resized = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)
-        return resized[0].round_().clamp_(0, 255).to(torch.uint8)
+            padded = (round_up(max(h for h, _ in sizes)), round_up(max(w for _, w in sizes)))
+        return pad_batch(resized, padded, self.device), sizes
 
     def _to_device(self, image: np.ndarray, index: int) -> Tensor:
         """``[H, W, 3]`` uint8 numpy -> ``[3, H, W]`` uint8 on the device (a view until the copy)."""
@@ -121,5 +185,7 @@ class Predictor:
         return tensor.permute(2, 0, 1)
 
 
-def _round_up(value: int) -> int:
-    return math.ceil(value / SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY
+def _with_input_size(cfg: Config, size: tuple[int, int]) -> Config:
+    """``cfg`` with ``input.height, input.width = size`` (validated: multiples of 128)."""
+    height, width = (int(v) for v in size)
+    return dataclasses.replace(cfg, input=dataclasses.replace(cfg.input, height=height, width=width))

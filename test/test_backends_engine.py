@@ -1,0 +1,299 @@
+"""The TensorRT engine cache (pure Python: keys, file format, reuse and rebuild), INT8
+calibration images, and TensorRT itself where a GPU with TensorRT exists.
+
+Engine bytes here are whatever a builder returns: the cache never looks inside them, so the
+key and invalidation logic is exercised for real with GPU names and TensorRT versions given
+as the plain strings they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import rigged_model, tiny_config
+
+from rt_panoptic_ros import Predictor
+from rt_panoptic_ros.cli import EXIT_ERROR, build_engine_main
+from rt_panoptic_ros.errors import ConfigError, EngineError, InputError
+from rt_panoptic_ros.model import save_checkpoint
+from rt_panoptic_ros.runtime.calibration import (
+    calibration_batches,
+    calibration_fingerprint,
+    calibration_images,
+)
+from rt_panoptic_ros.runtime.engine_cache import (
+    ENGINE_MAGIC,
+    EngineKey,
+    check_engine_runs_here,
+    check_input_shape,
+    engine_path,
+    load_or_build,
+    read_engine_file,
+    write_engine_file,
+)
+from rt_panoptic_ros.runtime.export import flatten_outputs
+
+HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
+needs_tensorrt = pytest.mark.skipif(not HAVE_TENSORRT, reason="needs an NVIDIA GPU with TensorRT")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+KEY = EngineKey(
+    onnx_sha256="a" * 64, gpu="NVIDIA H100 80GB HBM3", tensorrt="10.3.0", precision="fp16",
+    input_shape=(1, 3, 512, 1024),
+)  # fmt: skip
+CFG = tiny_config()
+
+
+class Builder:
+    """Stands for TensorRT's builder: returns distinct bytes per call and counts the calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> bytes:
+        self.calls += 1
+        return f"engine #{self.calls}".encode() * 100
+
+
+def test_engine_file_round_trip(tmp_path):
+    path = engine_path(tmp_path, "tri", KEY.precision, KEY.input_shape)
+    assert path.name == "tri.fp16.1x3x512x1024.engine"
+    write_engine_file(path, KEY, CFG, b"\x00serialized engine\xff")
+    loaded = read_engine_file(path)
+    assert loaded.key == KEY and loaded.cfg == CFG and loaded.engine == b"\x00serialized engine\xff"
+    assert path.read_bytes().startswith(ENGINE_MAGIC)
+
+
+def test_a_matching_engine_is_reused(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="rt_panoptic_ros")
+    path, build = tmp_path / "m.engine", Builder()
+    first = load_or_build(path, KEY, CFG, build)
+    assert build.calls == 1 and f"no TensorRT engine at {path}: building it" in caplog.text
+    caplog.clear()
+    again = load_or_build(path, KEY, CFG, build)
+    assert build.calls == 1 and again.engine == first.engine
+    assert f"using the TensorRT engine {path}" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("change", "logged"),
+    [
+        ({"gpu": "NVIDIA GeForce RTX 4090"}, "GPU 'NVIDIA H100 80GB HBM3' -> 'NVIDIA GeForce RTX 4090'"),
+        ({"tensorrt": "10.7.0"}, "TensorRT '10.3.0' -> '10.7.0'"),
+        ({"onnx_sha256": "b" * 64}, "ONNX graph (the model changed) aaaaaaaaaaaa -> bbbbbbbbbbbb"),
+        ({"precision": "fp32"}, "precision 'fp16' -> 'fp32'"),
+        ({"input_shape": (1, 3, 1024, 2048)}, "input shape 1x3x512x1024 -> 1x3x1024x2048"),
+        ({"calibration": "c" * 64}, "INT8 calibration images none -> cccccccccccc"),
+    ],
+)
+def test_an_engine_for_another_key_is_rebuilt_with_a_log_line(tmp_path, caplog, change, logged):
+    caplog.set_level(logging.INFO, logger="rt_panoptic_ros")
+    path, build = tmp_path / "m.engine", Builder()
+    load_or_build(path, KEY, CFG, build)
+    caplog.clear()
+    new_key = dataclasses.replace(KEY, **change)
+    rebuilt = load_or_build(path, new_key, CFG, build)
+    assert build.calls == 2 and rebuilt.key == new_key
+    assert f"{path} was built for another {logged}: rebuilding" in caplog.text
+    assert read_engine_file(path).key == new_key  # replaced in place
+    load_or_build(path, new_key, CFG, build)
+    assert build.calls == 2  # and reused from then on
+
+
+def corrupt(path, how):
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) - 10])
+    elif how == "flipped byte":
+        path.write_bytes(data[:-5] + bytes([data[-5] ^ 0xFF]) + data[-4:])
+    elif how == "bare engine":
+        path.write_bytes(b"serialized engine without our header")
+    elif how == "bad header":
+        path.write_bytes(ENGINE_MAGIC + (10).to_bytes(8, "little") + b"{not json}" + b"x")
+    elif how == "empty":
+        path.write_bytes(b"")
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("truncated", "corrupt engine file .* truncated or altered"),
+        ("flipped byte", "corrupt engine file .* truncated or altered"),
+        ("bare engine", "not an rt_panoptic_ros engine file"),
+        ("bad header", r"corrupt engine file \(unreadable header\)"),
+        ("empty", "not an rt_panoptic_ros engine file"),
+    ],
+)
+def test_a_corrupt_engine_is_one_clear_error_and_rebuilt_in_the_cache(tmp_path, caplog, how, message):
+    caplog.set_level(logging.INFO, logger="rt_panoptic_ros")
+    path, build = tmp_path / "m.engine", Builder()
+    load_or_build(path, KEY, CFG, build)
+    corrupt(path, how)
+    with pytest.raises(EngineError, match=message) as raised:
+        read_engine_file(path)
+    assert str(raised.value).startswith(str(path)) and "\n" not in str(raised.value)
+    caplog.clear()
+    load_or_build(path, KEY, CFG, build)
+    assert build.calls == 2 and ": rebuilding" in caplog.text and str(path) in caplog.text
+    assert read_engine_file(path).engine == b"engine #2" * 100
+
+
+def test_a_failed_build_leaves_the_old_engine(tmp_path):
+    path = tmp_path / "m.engine"
+    load_or_build(path, KEY, CFG, Builder())
+
+    def broken() -> bytes:
+        raise EngineError("TensorRT could not build an engine")
+
+    with pytest.raises(EngineError):
+        load_or_build(path, dataclasses.replace(KEY, gpu="other"), CFG, broken)
+    assert read_engine_file(path).key == KEY
+
+
+def test_engine_keys_are_checked():
+    with pytest.raises(ConfigError, match="precision: 'bf16', expected one of fp16, fp32, int8"):
+        dataclasses.replace(KEY, precision="bf16")
+    with pytest.raises(ConfigError, match=r"input shape: \[1, 4, 512, 1024\], expected \[N, 3, H, W\]"):
+        dataclasses.replace(KEY, input_shape=(1, 4, 512, 1024))
+    assert EngineKey.from_dict(KEY.to_dict()) == KEY
+
+
+def test_an_input_the_engine_was_not_built_for_is_one_clear_error():
+    check_input_shape((1, 3, 512, 1024), (1, 3, 512, 1024), "m.engine")
+    check_input_shape((None, 3, None, None), (4, 3, 256, 128), "dynamic.onnx")
+    with pytest.raises(InputError, match=r"m.engine takes input 1x3x512x1024 .*, got 1x3x256x512: run it at"):
+        check_input_shape((1, 3, 512, 1024), (1, 3, 256, 512), "m.engine")
+
+
+# --- engine files given by the user -------------------------------------------------------------
+
+
+def test_a_missing_or_corrupt_engine_file_is_one_clear_error(tmp_path, capsys):
+    with pytest.raises(EngineError, match=r"nope.engine: no such engine file"):
+        Predictor(tmp_path / "nope.engine", backend="tensorrt")
+    (tmp_path / "bad.engine").write_bytes(b"\x00" * 100)
+    with pytest.raises(EngineError, match=r"bad.engine: not an rt_panoptic_ros engine file"):
+        Predictor(tmp_path / "bad.engine", backend="tensorrt")
+    assert build_engine_main([str(tmp_path / "bad.engine")]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(
+        f"rt-panoptic-build-engine: error: {tmp_path / 'bad.engine'}: not an rt_panoptic_ros"
+    )
+
+
+def test_an_engine_file_from_another_gpu_or_tensorrt_is_refused(tmp_path):
+    """Given directly (not in a cache) it cannot be rebuilt: one line says what to do."""
+    check_engine_runs_here(KEY, KEY.gpu, KEY.tensorrt, "m.engine")
+    message = (
+        r"m.engine: built for another GPU 'NVIDIA H100 80GB HBM3' -> 'Orin'; TensorRT '10.3.0' -> '10.8.0': "
+        r"build it again here \(rt-panoptic-build-engine"
+    )
+    with pytest.raises(EngineError, match=message):
+        check_engine_runs_here(KEY, "Orin", "10.8.0", "m.engine")
+
+
+def test_an_engine_file_carries_its_config_and_input_size(tmp_path):
+    path = tmp_path / "m.engine"
+    write_engine_file(path, KEY, CFG, b"engine")
+    engine = read_engine_file(path)
+    assert engine.cfg.model == CFG.model and engine.key.input_shape == (1, 3, 512, 1024)
+
+
+@pytest.mark.skipif(HAVE_TENSORRT, reason="TensorRT is installed here: the engine tests below run instead")
+def test_without_tensorrt_the_backend_says_so(tmp_path, capsys):
+    model = save_checkpoint(rigged_model(), tmp_path / "m.pt")
+    with pytest.raises(EngineError, match="the tensorrt Python package is not installed"):
+        Predictor(model, backend="tensorrt", input_size=(128, 256))
+    assert build_engine_main([str(model), "--height", "128", "--width", "256"]) == EXIT_ERROR
+    assert capsys.readouterr().err.startswith(
+        "rt-panoptic-build-engine: error: tensorrt backend: the tensorrt"
+    )
+
+
+# --- INT8 calibration images ----------------------------------------------------------------------
+
+
+def test_calibration_images_are_fitted_like_the_predictor_does(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, (h, w) in {"a.png": (64, 256), "b.jpg": (300, 200), "c.png": (128, 256)}.items():
+        cv2.imwrite(str(tmp_path / name), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    (tmp_path / "notes.txt").write_text("not an image")
+    files = calibration_images(tmp_path)
+    assert [f.name for f in files] == ["a.png", "b.jpg", "c.png"]
+    batches = list(calibration_batches(files, (2, 3, 128, 256)))
+    assert len(batches) == 1  # the incomplete last batch is dropped
+    (batch,) = batches
+    assert batch.shape == (2, 3, 128, 256) and batch.dtype == torch.uint8 and batch.is_contiguous()
+    a = cv2.cvtColor(cv2.imread(str(tmp_path / "a.png")), cv2.COLOR_BGR2RGB)
+    assert torch.equal(batch[0, :, :64], torch.from_numpy(a).permute(2, 0, 1))  # a fits as is
+    assert batch[0, :, 64:].eq(0).all()  # zero padding below
+    assert batch[1, :, :, 86:].eq(0).all() and batch[1, :, :, :85].ne(0).any()  # 300x200 -> 128x85
+    before = calibration_fingerprint(files)
+    cv2.imwrite(str(tmp_path / "c.png"), np.zeros((10, 10, 3), np.uint8))
+    assert calibration_fingerprint(files) != before
+
+
+def test_calibration_folder_errors(tmp_path):
+    with pytest.raises(InputError, match=r"missing: no such folder of calibration images"):
+        calibration_images(tmp_path / "missing")
+    with pytest.raises(InputError, match="no calibration images"):
+        calibration_images(tmp_path)
+    (tmp_path / "x.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match=r"x.png: not a readable image"):
+        list(calibration_batches(calibration_images(tmp_path), (1, 3, 128, 128)))
+
+
+# --- TensorRT itself -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rigged_file(tmp_path_factory):
+    return save_checkpoint(rigged_model(), tmp_path_factory.mktemp("trt") / "rigged.pt")
+
+
+@pytest.mark.gpu
+@needs_tensorrt
+def test_tensorrt_fp32_matches_torch_and_the_engine_is_cached(rigged_file, caplog):
+    caplog.set_level(logging.INFO, logger="rt_panoptic_ros")
+    image = np.random.default_rng(0).integers(0, 256, (128, 256, 3), dtype=np.uint8)
+    trt = Predictor(rigged_file, backend="tensorrt", precision="fp32", input_size=(128, 256))
+    ref = Predictor(rigged_file, device="cuda", precision="fp32", input_size=(128, 256))
+    batch = ref.upload([image]).images
+    got, want = flatten_outputs(trt.infer(batch)), flatten_outputs(ref.infer(batch))
+    for a, b in zip(got, want, strict=True):
+        assert a.device.type == "cuda"  # the decoder reads them on the GPU
+        assert float((a - b).abs().max() / b.abs().max()) < 1e-3
+    assert "building it" in caplog.text
+    caplog.clear()
+    again = Predictor(rigged_file, backend="tensorrt", precision="fp32", input_size=(128, 256))
+    assert "using the TensorRT engine" in caplog.text and "building" not in caplog.text
+    assert torch.equal(again(image).semantic, trt(image).semantic)
+    with pytest.raises(InputError, match=r"takes input 1x3x128x256 .* got 2x3x128x256"):
+        trt.predict_batch([image, image])
+
+
+@pytest.mark.gpu
+@needs_tensorrt
+def test_tensorrt_fp16_decodes_the_rigged_scene(rigged_file):
+    image = np.random.default_rng(1).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    result = Predictor(rigged_file, backend="tensorrt", input_size=(256, 384))(image)
+    assert result.semantic.shape == (200, 300) and len(result.segments) > 3
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_torch_cuda_fp16_and_cuda_graphs_match_fp32(rigged_file):
+    image = np.random.default_rng(2).integers(0, 256, (256, 384, 3), dtype=np.uint8)
+    fp32 = Predictor(rigged_file, device="cuda", precision="fp32")(image)
+    graph = Predictor(rigged_file, device="cuda", precision="fp32", cuda_graph=True)
+    for _ in range(2):  # the capture, then a replay
+        assert torch.equal(graph(image).semantic, fp32.semantic)
+    fp16 = Predictor(rigged_file, device="cuda")(image)
+    assert len(fp16.segments) > 3 and float((fp16.semantic == fp32.semantic).float().mean()) > 0.99
