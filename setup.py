@@ -18,6 +18,11 @@ TRAINING_PACKAGES = [f"{PACKAGE}.training"] + [
 CONSOLE_SCRIPTS = [
     "rt-panoptic-convert = rt_panoptic_ros.cli:convert_main",
     "rt-panoptic-infer = rt_panoptic_ros.cli:infer_main",
+    "rt-panoptic-export = rt_panoptic_ros.cli:export_main",
+    "rt-panoptic-build-engine = rt_panoptic_ros.cli:build_engine_main",
+    "rt-panoptic-bench = rt_panoptic_ros.cli:bench_main",
+    "panoptic_node = rt_panoptic_ros.ros.node:main",
+    "rt-panoptic-demo = rt_panoptic_ros.ros.demo:main",
     "rt-panoptic-eval = rt_panoptic_ros.training.evaluate:main",
     "rt-panoptic-synth = rt_panoptic_ros.training.data.synthetic:main",
 ]

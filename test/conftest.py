@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,11 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Every test run gets its own DDS domain, so that parallel runs (CI, developers) never see
+# each other's nodes; discovery stays on this machine (0.1 s instead of ~3 s).
+os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 #: TRI checkpoint layout, weight builder and the original implementation's outputs.
 TRI_REFERENCE = ROOT / "test" / "data" / "tri_reference"
 

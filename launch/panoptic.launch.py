@@ -1,0 +1,55 @@
+"""Launch the panoptic node on a camera.
+
+    ros2 launch rt_panoptic_ros panoptic.launch.py image:=/camera/image_raw namespace:=front \
+        params_file:=$(ros2 pkg prefix rt_panoptic_ros)/share/rt_panoptic_ros/config/demo_cpu.yaml
+
+Arguments: image (input topic, remapped onto the node's ``image``), namespace (of the node and
+its outputs), params_file (a preset from config/), model, backend, device (override the
+preset when not empty), use_sim_time (true for ``ros2 bag play --clock``).
+"""
+
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
+
+ARGUMENTS = {
+    "image": ("image", "input image topic (remapped onto the node's 'image')"),
+    "namespace": ("", "namespace of the node and its panoptic/* outputs"),
+    "params_file": ("", "parameter preset YAML; empty = config/demo_cpu.yaml"),
+    "model": ("", "model file; empty = the preset's (or the bundled model)"),
+    "backend": ("", "auto | torch | onnxruntime | tensorrt; empty = the preset's"),
+    "device": ("", "cpu, cuda:0, ...; empty = the preset's"),
+    "use_sim_time": ("false", "use /clock (bag replay)"),
+}
+
+
+def _node(context, *args, **kwargs):
+    value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    params_file = value["params_file"] or str(
+        FindPackageShare("rt_panoptic_ros").perform(context) + "/config/demo_cpu.yaml"
+    )
+    overrides = {k: value[k] for k in ("model", "backend", "device") if value[k]}
+    overrides["use_sim_time"] = value["use_sim_time"].lower() == "true"
+    return [
+        Node(
+            package="rt_panoptic_ros",
+            executable="panoptic_node",
+            name="panoptic_node",
+            namespace=value["namespace"],
+            parameters=[params_file, overrides],
+            remappings=[("image", value["image"]), ("image/compressed", value["image"] + "/compressed")],
+            output="screen",
+            emulate_tty=True,
+        )
+    ]
+
+
+def generate_launch_description() -> LaunchDescription:
+    declared = [
+        DeclareLaunchArgument(name, default_value=d, description=text)
+        for name, (d, text) in ARGUMENTS.items()
+    ]
+    return LaunchDescription([*declared, OpaqueFunction(function=_node)])

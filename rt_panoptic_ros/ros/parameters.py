@@ -1,0 +1,169 @@
+"""The node's parameters in one table: names, defaults, descriptions, ranges, and checks.
+
+Plain data and functions (no rclpy), so that the node only turns each :class:`ParamSpec`
+into ``declare_parameter`` and every rule is tested without ROS. Decoder thresholds keep
+their config names under ``decoder.`` and take their defaults from the model file, so a
+model ships with the thresholds it was tuned with; they can be changed while running.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rt_panoptic_ros.config import SIZE_DIVISIBILITY, Config, DecoderConfig
+
+BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "tensorrt")
+RELIABILITY_CHOICES = ("best_effort", "reliable")
+IOU_VARIANTS = ("iou", "tri")
+#: Largest network input side the node accepts (pixels): beyond it memory, not accuracy, grows.
+MAX_INPUT_SIDE = 8192
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter.
+
+    Attributes:
+        name: the ROS parameter name (``decoder.*`` for decoder thresholds).
+        default: default value; its Python type is the parameter's type.
+        description: shown by ``ros2 param describe``.
+        low, high: inclusive numeric range (both or neither); ``step`` 0 = continuous.
+        choices: allowed string values.
+        read_only: fixed after start-up (needs a restart to change).
+    """
+
+    name: str
+    default: Any
+    description: str
+    low: float | None = None
+    high: float | None = None
+    step: float = 0
+    choices: tuple[str, ...] = ()
+    read_only: bool = True
+
+
+def node_parameters(decoder: DecoderConfig) -> list[ParamSpec]:
+    """Every parameter of the panoptic node; decoder defaults from ``decoder`` (the model's)."""
+    return [*STARTUP_PARAMETERS, *RUNTIME_PARAMETERS, *decoder_parameters(decoder)]
+
+
+#: Parameters read once at start-up (model loading, topics, QoS).
+STARTUP_PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("model", "", "model file (.pt); empty = the bundled model in the package share"),
+    ParamSpec(
+        "backend", "auto", "inference engine: auto, torch, onnxruntime or tensorrt", choices=BACKEND_CHOICES
+    ),
+    ParamSpec("device", "cpu", "torch device: cpu, cuda, cuda:0, ..."),
+    ParamSpec(
+        "input_height",
+        0,
+        f"network input height; 0 = the image's own, padded to a multiple of {SIZE_DIVISIBILITY}",
+        low=0,
+        high=MAX_INPUT_SIDE,
+        step=SIZE_DIVISIBILITY,
+    ),
+    ParamSpec(
+        "input_width",
+        0,
+        f"network input width; 0 = the image's own, padded to a multiple of {SIZE_DIVISIBILITY}",
+        low=0,
+        high=MAX_INPUT_SIDE,
+        step=SIZE_DIVISIBILITY,
+    ),
+    ParamSpec(
+        "compressed", False, "subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image"
+    ),
+    ParamSpec(
+        "qos_reliability",
+        "best_effort",
+        "input reliability: best_effort (cameras) or reliable (ros2 bag play)",
+        choices=RELIABILITY_CHOICES,
+    ),
+    ParamSpec(
+        "qos_depth", 1, "input queue depth (keep last); 1 = always the newest frame", low=1, high=100, step=1
+    ),
+)
+
+#: Parameters that can change while the node runs.
+RUNTIME_PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "publish_overlay", True, "render and publish panoptic/overlay (rgb8, for RViz)", read_only=False
+    ),
+    ParamSpec(
+        "overlay_alpha",
+        0.5,
+        "weight of the panoptic colours in the overlay",
+        low=0.0,
+        high=1.0,
+        read_only=False,
+    ),
+)
+
+_DECODER_DESCRIPTIONS = {
+    "pre_nms_thresh": "box-class probability a location needs to become a candidate",
+    "pre_nms_top_n": "most candidates per FPN level before NMS",
+    "nms_thresh": "IoU above which class-aware NMS suppresses a candidate",
+    "max_detections": "most instances per image",
+    "mask_thresh": "instance mask threshold on IoU x semantic probability (paper Eq. 7)",
+    "overlap_threshold": "drop an instance already covered by more than this fraction of its area",
+    "stuff_area": "stuff segments smaller than this (pixels) become void",
+    "iou_variant": "iou (the paper's) or tri (the original code's, for the converted TRI model)",
+}
+_DECODER_RANGES: dict[str, tuple[float, float, float]] = {
+    "pre_nms_thresh": (0.0, 1.0, 0),
+    "nms_thresh": (0.0, 1.0, 0),
+    "mask_thresh": (0.0, 1.0, 0),
+    "overlap_threshold": (0.0, 1.0, 0),
+    "pre_nms_top_n": (1, 100000, 1),
+    "max_detections": (1, 10000, 1),
+    "stuff_area": (0, 10**8, 1),
+}
+
+
+def decoder_parameters(decoder: DecoderConfig) -> list[ParamSpec]:
+    """``decoder.<field>`` for every field of :class:`DecoderConfig`, changeable at run time."""
+    specs = []
+    for f in dataclasses.fields(DecoderConfig):
+        low, high, step = _DECODER_RANGES.get(f.name, (None, None, 0))
+        specs.append(
+            ParamSpec(
+                f"decoder.{f.name}",
+                getattr(decoder, f.name),
+                _DECODER_DESCRIPTIONS[f.name],
+                low=low,
+                high=high,
+                step=step,
+                choices=IOU_VARIANTS if f.name == "iou_variant" else (),
+                read_only=False,
+            )
+        )
+    return specs
+
+
+def check_value(spec: ParamSpec, value: Any) -> str | None:
+    """Why ``value`` is not acceptable for ``spec`` (one line), or ``None`` if it is."""
+    expected = type(spec.default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        return f"{spec.name}: expected {expected.__name__}, got {value!r}"
+    if spec.choices and value not in spec.choices:
+        return f"{spec.name}: {value!r} is not one of {', '.join(spec.choices)}"
+    if spec.low is not None and not spec.low <= value <= spec.high:
+        return f"{spec.name}: {value} is outside [{spec.low}, {spec.high}]"
+    if spec.step and spec.low is not None and (value - spec.low) % spec.step:
+        return f"{spec.name}: {value} is not a multiple of {spec.step}"
+    return None
+
+
+def apply_decoder_values(cfg: Config, values: Mapping[str, Any]) -> Config:
+    """``cfg`` with ``decoder.*`` parameter values (names with the prefix) applied."""
+    changes = {k.removeprefix("decoder."): v for k, v in values.items() if k.startswith("decoder.")}
+    if not changes:
+        return cfg
+    floats = {f.name for f in dataclasses.fields(DecoderConfig) if f.type in ("float", float)}
+    changes = {k: float(v) if k in floats else v for k, v in changes.items()}
+    return dataclasses.replace(cfg, decoder=dataclasses.replace(cfg.decoder, **changes))
