@@ -32,33 +32,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 from cityscapesscripts.evaluation import evalPanopticSemanticLabeling as cs
 
 from rt_panoptic_ros.runtime.machine import describe_machine
-from rt_panoptic_ros.training.data import read_panoptic_png, write_dataset
-from rt_panoptic_ros.training.data.panoptic_format import write_panoptic_png
-from rt_panoptic_ros.training.data.perturb import simulate_prediction
+from rt_panoptic_ros.training.data.perturb import write_prediction_pairs
 from rt_panoptic_ros.training.evaluate import default_workers, evaluate_files, single_threaded_opencv
 
 
 def make_pairs(root: Path, num: int, height: int, width: int) -> tuple[Path, Path, Path, Path]:
     """Synthetic ground truth (seed 0) and one simulated prediction per image (seed 1)."""
-    gt_json = write_dataset(root / "gt", num=num, seed=0, height=height, width=width, progress=False)
-    gt = json.loads(gt_json.read_text())
-    category_ids = [c["id"] for c in gt["categories"]]
-    (root / "pred").mkdir()
-    rng = np.random.default_rng(1)
-    annotations = []
-    for ann in gt["annotations"]:
-        ids = read_panoptic_png(root / "gt" / "panoptic" / ann["file_name"])
-        pred, segments = simulate_prediction(ids, ann["segments_info"], category_ids, rng)
-        write_panoptic_png(root / "pred" / ann["file_name"], pred)
-        annotations.append(
-            {"image_id": ann["image_id"], "file_name": ann["file_name"], "segments_info": segments}
-        )
-    (root / "pred.json").write_text(json.dumps({"annotations": annotations}))
-    return gt_json, root / "gt" / "panoptic", root / "pred.json", root / "pred"
+    return write_prediction_pairs(root, num, height, width, gt_seed=0, pred_seed=1)
 
 
 def cityscapes_single_core(gt_json: Path, gt_dir: Path, pred_json: Path, pred_dir: Path) -> dict:

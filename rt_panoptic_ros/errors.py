@@ -44,3 +44,7 @@ class ExportError(RTPanopticError):
 class EngineError(RTPanopticError):
     """A backend cannot run: a TensorRT engine is missing, corrupt or built for another GPU,
     TensorRT version or input shape, or the library the backend needs is not installed."""
+
+
+class ImageFileError(InputError):
+    """An image or panoptic PNG file is missing, cannot be decoded or has the wrong layout."""

@@ -17,11 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-
 from rt_panoptic_ros.errors import InputError
-from rt_panoptic_ros.panoptic.coco_format import categories, id_to_rgb, to_coco_panoptic
+from rt_panoptic_ros.image_io import read_rgb, write_panoptic_png, write_rgb
+from rt_panoptic_ros.panoptic.coco_format import categories, to_coco_panoptic
 from rt_panoptic_ros.panoptic.fusion import void_label
 from rt_panoptic_ros.runtime.predictor import Predictor
 from rt_panoptic_ros.visualization import draw_overlay
@@ -57,24 +55,6 @@ def list_images(source: str | Path) -> list[Path]:
     if duplicates:
         raise InputError(f"{source}: several images share the stem(s) {duplicates}; image ids must be unique")
     return images
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """``[H, W, 3]`` uint8 RGB of an image file.
-
-    Raises:
-        InputError: the file cannot be decoded as an image.
-    """
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise InputError(f"{path}: cannot read as an image (missing, corrupt or not an image)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def write_rgb(path: Path, rgb: np.ndarray) -> None:
-    """Write ``[H, W, 3]`` uint8 RGB as PNG; raise ``OSError`` naming the file if it fails."""
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"cannot write {path}")
 
 
 def run_inference(
@@ -113,7 +93,7 @@ def run_inference(
         latency = (time.perf_counter() - start) * 1000
         ids, segments_info = to_coco_panoptic(result, cfg, void)
         file_name = f"{path.stem}.png"
-        write_rgb(output / "panoptic" / file_name, id_to_rgb(ids))
+        write_panoptic_png(output / "panoptic" / file_name, ids)
         overlay = draw_overlay(
             rgb, result.semantic.numpy(), result.instance.numpy(), result.segments, cfg.dataset.class_names
         )

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from rt_panoptic_ros.errors import DatasetError
+from rt_panoptic_ros.image_io import write_panoptic_png
+from rt_panoptic_ros.image_io import write_rgb as write_image
 from rt_panoptic_ros.training.data import PanopticDataset, cityscapes_panoptic, coco_panoptic
-from rt_panoptic_ros.training.data.panoptic_format import write_image, write_panoptic_png
 
 # Categories listed out of id order, with ids that are not contiguous: the dataset must map
 # them by the JSON (road 7 -> 0, sky 23 -> 1, person 24 -> 2, car 26 -> 3), not by position.

@@ -9,19 +9,16 @@ import numpy as np
 import pytest
 
 from rt_panoptic_ros.config import CITYSCAPES_CLASSES, DatasetMeta
-from rt_panoptic_ros.errors import DatasetError
+from rt_panoptic_ros.errors import DatasetError, ImageFileError
+from rt_panoptic_ros.image_io import id_to_rgb, read_panoptic_png, rgb_to_id, write_panoptic_png
+from rt_panoptic_ros.image_io import read_rgb as read_image
+from rt_panoptic_ros.image_io import write_rgb as write_image
 from rt_panoptic_ros.training.data.panoptic_format import (
     Category,
     CategoryMap,
-    id_to_rgb,
     load_panoptic_json,
-    read_image,
-    read_panoptic_png,
-    rgb_to_id,
     segment_boxes,
     segment_index,
-    write_image,
-    write_panoptic_png,
 )
 
 
@@ -86,15 +83,17 @@ def test_segment_boxes_are_tight_pixel_edge_boxes():
 
 
 def test_unreadable_pngs_are_named(tmp_path):
-    with pytest.raises(DatasetError, match=r"missing\.png: panoptic PNG not found"):
+    with pytest.raises(ImageFileError, match=r"missing\.png: panoptic PNG not found"):
         read_panoptic_png(tmp_path / "missing.png")
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    with pytest.raises(DatasetError, match=r"corrupt\.png: cannot decode"):
+    with pytest.raises(ImageFileError, match=r"corrupt\.png: cannot decode"):
         read_panoptic_png(tmp_path / "corrupt.png")
     cv2.imwrite(str(tmp_path / "grey.png"), np.zeros((3, 3), np.uint8))
-    with pytest.raises(DatasetError, match=r"grey\.png: panoptic PNG is 1-channel uint8, expected 8-bit RGB"):
+    with pytest.raises(
+        ImageFileError, match=r"grey\.png: panoptic PNG is 1-channel uint8, expected 8-bit RGB"
+    ):
         read_panoptic_png(tmp_path / "grey.png")
-    with pytest.raises(DatasetError, match=r"nope\.jpg: image not found"):
+    with pytest.raises(ImageFileError, match=r"nope\.jpg: image not found"):
         read_image(tmp_path / "nope.jpg")
 
 

@@ -15,14 +15,9 @@ import pytest
 from conftest import run_cli
 
 from rt_panoptic_ros.errors import DatasetError
-from rt_panoptic_ros.training.data import write_dataset
-from rt_panoptic_ros.training.data.panoptic_format import (
-    Category,
-    Segment,
-    read_panoptic_png,
-    write_panoptic_png,
-)
-from rt_panoptic_ros.training.data.perturb import simulate_prediction
+from rt_panoptic_ros.image_io import read_panoptic_png, write_panoptic_png
+from rt_panoptic_ros.training.data.panoptic_format import Category, Segment
+from rt_panoptic_ros.training.data.perturb import write_prediction_pairs
 from rt_panoptic_ros.training.evaluate import evaluate_files, main
 from rt_panoptic_ros.training.evaluation import PanopticEvaluator
 
@@ -56,21 +51,7 @@ def assert_same_pq(ours: dict, reference: dict) -> None:
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     root = tmp_path_factory.mktemp("generated")
-    gt_json = write_dataset(root / "gt", num=10, seed=11, height=96, width=192, progress=False)
-    gt = json.loads(gt_json.read_text())
-    category_ids = [c["id"] for c in gt["categories"]]
-    (root / "pred").mkdir()
-    rng = np.random.default_rng(5)
-    annotations = []
-    for ann in gt["annotations"]:
-        ids = read_panoptic_png(root / "gt" / "panoptic" / ann["file_name"])
-        pred_ids, segments = simulate_prediction(ids, ann["segments_info"], category_ids, rng)
-        write_panoptic_png(root / "pred" / ann["file_name"], pred_ids)
-        annotations.append(
-            {"image_id": ann["image_id"], "file_name": ann["file_name"], "segments_info": segments}
-        )
-    (root / "pred.json").write_text(json.dumps({"annotations": annotations}))
-    return gt_json, root / "gt" / "panoptic", root / "pred.json", root / "pred"
+    return write_prediction_pairs(root, num=10, height=96, width=192, gt_seed=11, pred_seed=5)
 
 
 def test_generated_pairs_exercise_void_crowd_and_near_misses(generated):

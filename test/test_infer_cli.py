@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import rigged_model, run_cli
 
+from rt_panoptic_ros.image_io import rgb_to_id
 from rt_panoptic_ros.model import save_checkpoint
-from rt_panoptic_ros.panoptic.coco_format import rgb_to_id
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_unreadable_image_is_named_and_the_rest_written(model_file, image_dir, t
     out = tmp_path / "pred"
     result = run_cli("rt-panoptic-infer", "--model", str(model_file), str(image_dir), "--output", str(out))
     assert result.returncode == 1
-    assert "broken.png: cannot read as an image" in result.stderr
+    assert "broken.png: cannot decode the image" in result.stderr
     assert "1 of 4 image(s) failed" in result.stderr
     assert "Traceback" not in result.stderr
     written = [a["image_id"] for a in json.loads((out / "panoptic.json").read_text())["annotations"]]

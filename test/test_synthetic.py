@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
+from rt_panoptic_ros.image_io import read_panoptic_png
+from rt_panoptic_ros.image_io import read_rgb as read_image
 from rt_panoptic_ros.training.data import PanopticDataset, synthetic_meta, write_dataset
-from rt_panoptic_ros.training.data.panoptic_format import read_image, read_panoptic_png
 from rt_panoptic_ros.training.data.synthetic import CLASSES, generate_scene, main
 
 H, W = 96, 192

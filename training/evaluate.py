@@ -30,13 +30,13 @@ from tqdm import tqdm
 
 from rt_panoptic_ros.cli_support import make_parser, run_cli
 from rt_panoptic_ros.errors import DatasetError
+from rt_panoptic_ros.image_io import read_panoptic_png
 from rt_panoptic_ros.training.data.panoptic_format import (
     CategoryMap,
     ImageId,
     PanopticAnnotation,
     PanopticFile,
     load_panoptic_json,
-    read_panoptic_png,
 )
 from rt_panoptic_ros.training.evaluation.evaluator import PanopticEvaluator, compare_panoptic, format_table
 from rt_panoptic_ros.training.evaluation.panoptic_quality import PQStats

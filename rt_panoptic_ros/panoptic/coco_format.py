@@ -1,8 +1,6 @@
 """The COCO panoptic format: segment-id PNGs (``id = R + 256 G + 256^2 B``) and ``segments_info``.
 
-Conversions only (numpy / torch, no file I/O), shared by ``rt-panoptic-infer``, which writes
-predictions in this format, and the training subpackage, which reads datasets and scores
-predictions in it, so that both sides agree on every convention.
+Conversions only (numpy / torch); the PNG files themselves are :mod:`rt_panoptic_ros.image_io`'s.
 """
 
 from __future__ import annotations
@@ -13,22 +11,8 @@ import numpy as np
 import torch
 
 from rt_panoptic_ros.config import Config
+from rt_panoptic_ros.image_io import VOID_SEGMENT
 from rt_panoptic_ros.panoptic.result import PanopticResult, instance_boxes
-
-#: Segment id of unlabelled pixels in a panoptic PNG.
-VOID_SEGMENT = 0
-
-
-def id_to_rgb(ids: np.ndarray) -> np.ndarray:
-    """``[H, W]`` integer segment ids -> ``[H, W, 3]`` uint8 RGB with id = R + 256 G + 256^2 B."""
-    ids = np.asarray(ids, dtype=np.uint32)
-    return np.stack([(ids >> shift) & 0xFF for shift in (0, 8, 16)], axis=-1).astype(np.uint8)
-
-
-def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
-    """``[H, W, 3]`` uint8 RGB -> ``[H, W]`` uint32 segment ids (inverse of :func:`id_to_rgb`)."""
-    rgb = np.asarray(rgb, dtype=np.uint32)
-    return rgb[..., 0] + (rgb[..., 1] << 8) + (rgb[..., 2] << 16)
 
 
 def category_id(cfg: Config, semantic_id: int) -> int:

@@ -16,14 +16,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import rclpy
 
 from rt_panoptic_ros.cli_support import EXIT_ERROR, make_parser, run_cli
 from rt_panoptic_ros.config import preset
 from rt_panoptic_ros.errors import InputError, RTPanopticError
-from rt_panoptic_ros.infer import list_images, read_rgb
+from rt_panoptic_ros.image_io import read_rgb, write_rgb
+from rt_panoptic_ros.infer import list_images
 from rt_panoptic_ros.model import RTPanoNet, save_checkpoint
 from rt_panoptic_ros.ros.bundled import bundled_model_path
 from rt_panoptic_ros.ros.image_conversion import image_to_rgb
@@ -71,10 +71,7 @@ def run_demo(
     overlays = recorder.received.messages["overlay"]
     arrivals = recorder.received.arrival["overlay"]
     for k, key in enumerate(sorted(overlays)):
-        cv2.imwrite(
-            str(output / "overlay" / f"{k:04d}.png"),
-            cv2.cvtColor(image_to_rgb(overlays[key]), cv2.COLOR_RGB2BGR),
-        )
+        write_rgb(output / "overlay" / f"{k:04d}.png", image_to_rgb(overlays[key]))
     latencies = sorted((arrivals[key] - camera.sent[key]) * 1000 for key in overlays if key in camera.sent)
     report = {
         "frames_in": count,

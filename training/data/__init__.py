@@ -1,6 +1,7 @@
 """Datasets in the COCO panoptic format, their augmentation, and the synthetic dataset.
 
-- ``panoptic_format.py``: PNG ids, JSON parsing and checks, the category table;
+- ``panoptic_format.py``: JSON parsing and checks, the category table, segment lookups
+  (the PNG files themselves: :mod:`rt_panoptic_ros.image_io`);
 - ``coco_panoptic.py``: :class:`PanopticDataset` (COCO panoptic 2017 and any dataset in the
   format), ``cityscapes.py``: Cityscapes as cityscapesscripts writes it;
 - ``transforms.py``: the paper's augmentation;
@@ -10,27 +11,17 @@
 
 from rt_panoptic_ros.training.data.cityscapes import cityscapes_panoptic
 from rt_panoptic_ros.training.data.coco_panoptic import PanopticDataset, coco_panoptic
-from rt_panoptic_ros.training.data.panoptic_format import (
-    IGNORE_LABEL,
-    VOID_ID,
-    CategoryMap,
-    load_panoptic_json,
-    read_panoptic_png,
-    rgb_to_id,
-)
+from rt_panoptic_ros.training.data.panoptic_format import IGNORE_LABEL, CategoryMap, load_panoptic_json
 from rt_panoptic_ros.training.data.synthetic import generate_scene, synthetic_meta, write_dataset
 
 __all__ = [
     "IGNORE_LABEL",
-    "VOID_ID",
     "CategoryMap",
     "PanopticDataset",
     "cityscapes_panoptic",
     "coco_panoptic",
     "generate_scene",
     "load_panoptic_json",
-    "read_panoptic_png",
-    "rgb_to_id",
     "synthetic_meta",
     "write_dataset",
 ]

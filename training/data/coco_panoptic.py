@@ -19,13 +19,12 @@ from torch.utils.data import Dataset
 
 from rt_panoptic_ros.config import DatasetMeta
 from rt_panoptic_ros.errors import DatasetError
+from rt_panoptic_ros.image_io import read_panoptic_png, read_rgb
 from rt_panoptic_ros.training.data.panoptic_format import (
     IGNORE_LABEL,
     CategoryMap,
     PanopticAnnotation,
     load_panoptic_json,
-    read_image,
-    read_panoptic_png,
     segment_boxes,
     segment_index,
 )
@@ -128,7 +127,7 @@ class PanopticDataset(Dataset):
         """Item ``index`` before augmentation: image, segment index map and tight boxes."""
         ann = self.annotations[index]
         image_file, png_file = self.files(index)
-        image = read_image(image_file)
+        image = read_rgb(image_file)
         ids = read_panoptic_png(png_file)
         if ids.shape != image.shape[:2]:
             raise DatasetError(

@@ -22,14 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from rt_panoptic_ros.config import DatasetMeta
 from rt_panoptic_ros.errors import DatasetError
+from rt_panoptic_ros.image_io import VOID_SEGMENT
 
 #: Segment id of VOID (unlabelled) pixels in a panoptic PNG.
-VOID_ID = 0
 #: Largest segment id an 8-bit RGB PNG can hold.
 MAX_SEGMENT_ID = 256**3 - 1
 #: Semantic label of VOID pixels in training targets (``ignore_index`` of the losses).
@@ -131,67 +130,6 @@ class CategoryMap:
         )
 
 
-def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
-    """``[H, W, 3]`` uint8 RGB -> ``[H, W]`` uint32 segment ids ``R + 256·G + 256²·B``."""
-    rgb = np.asarray(rgb, dtype=np.uint32)
-    return rgb[..., 0] + (rgb[..., 1] << 8) + (rgb[..., 2] << 16)
-
-
-def id_to_rgb(ids: np.ndarray) -> np.ndarray:
-    """``[H, W]`` integer segment ids (< 256³) -> ``[H, W, 3]`` uint8 RGB (inverse of :func:`rgb_to_id`)."""
-    ids = np.asarray(ids).astype("<u4")
-    return ids[..., None].view(np.uint8)[..., :3].copy()
-
-
-def read_panoptic_png(path: str | Path) -> np.ndarray:
-    """Read a panoptic PNG as ``[H, W]`` uint32 segment ids (0 = VOID).
-
-    Raises:
-        DatasetError: the file is missing, is not a PNG OpenCV can decode, or is not 8-bit
-            RGB(A) (an alpha channel is ignored, as panopticapi does).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: panoptic PNG not found")
-    bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if bgr is None:
-        raise DatasetError(f"{path}: cannot decode the panoptic PNG (corrupt or not an image)")
-    if bgr.ndim != 3 or bgr.shape[2] not in (3, 4) or bgr.dtype != np.uint8:
-        channels = 1 if bgr.ndim == 2 else bgr.shape[2]
-        raise DatasetError(
-            f"{path}: panoptic PNG is {channels}-channel {bgr.dtype}, expected 8-bit RGB "
-            "(ids R + 256*G + 256^2*B)"
-        )
-    # OpenCV decodes to BGR(A). As RGBA with a zero alpha, each pixel's 4 bytes read as one
-    # little-endian uint32 are the id: no arithmetic on the whole image.
-    rgba = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA if bgr.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
-    rgba[..., 3] = 0
-    return rgba.view("<u4")[..., 0]
-
-
-def write_panoptic_png(path: str | Path, ids: np.ndarray) -> None:
-    """Write ``[H, W]`` segment ids as an 8-bit RGB panoptic PNG."""
-    if not cv2.imwrite(str(path), cv2.cvtColor(id_to_rgb(ids), cv2.COLOR_RGB2BGR)):
-        raise DatasetError(f"{path}: cannot write the PNG")
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as ``[H, W, 3]`` uint8 RGB (grey images are expanded to 3 channels)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: image not found")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DatasetError(f"{path}: cannot decode the image (corrupt or not an image)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def write_image(path: str | Path, rgb: np.ndarray) -> None:
-    """Write ``[H, W, 3]`` uint8 RGB (format from the suffix; use ``.png`` for lossless)."""
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise DatasetError(f"{path}: cannot write the image")
-
-
 def segment_slots(ids: np.ndarray, segment_ids: Sequence[int], where: str) -> np.ndarray:
     """Slot of each pixel's segment: ``[H, W]`` int32, 0 for VOID, ``k + 1`` for ``segment_ids[k]``.
 
@@ -203,7 +141,7 @@ def segment_slots(ids: np.ndarray, segment_ids: Sequence[int], where: str) -> np
     Raises:
         DatasetError: the PNG holds a non-zero id that ``segment_ids`` does not list.
     """
-    table = np.array([VOID_ID, *segment_ids], dtype=np.uint32)  # slot -> id
+    table = np.array([VOID_SEGMENT, *segment_ids], dtype=np.uint32)  # slot -> id
     slot_numbers = np.arange(len(table), dtype=np.int32)
     # One gather through a small lookup table instead of a sort (np.unique / searchsorted are
     # 4-15x slower at 512x1024). Cityscapes-style ids (< 2^20) index the table directly;

@@ -11,11 +11,16 @@ COCO's are, so nothing may rely on ground-truth and prediction ids agreeing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+
+from rt_panoptic_ros.image_io import read_panoptic_png, write_panoptic_png
+from rt_panoptic_ros.training.data.synthetic import write_dataset
 
 
 def _shift(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -120,3 +125,28 @@ def _category_at(segments: Sequence[dict[str, Any]], segment_id: int) -> int | N
         if s["id"] == segment_id and s.get("iscrowd"):
             return int(s["category_id"])
     return None
+
+
+def write_prediction_pairs(
+    root: Path, num: int, height: int, width: int, gt_seed: int = 0, pred_seed: int = 1
+) -> tuple[Path, Path, Path, Path]:
+    """A synthetic ground truth and one simulated prediction per image, both on disk.
+
+    Returns:
+        ``(gt_json, gt_dir, pred_json, pred_dir)``, as ``rt-panoptic-eval`` takes them.
+    """
+    gt_json = write_dataset(root / "gt", num=num, seed=gt_seed, height=height, width=width, progress=False)
+    gt = json.loads(gt_json.read_text())
+    category_ids = [c["id"] for c in gt["categories"]]
+    (root / "pred").mkdir()
+    rng = np.random.default_rng(pred_seed)
+    annotations = []
+    for ann in gt["annotations"]:
+        ids = read_panoptic_png(root / "gt" / "panoptic" / ann["file_name"])
+        pred, segments = simulate_prediction(ids, ann["segments_info"], category_ids, rng)
+        write_panoptic_png(root / "pred" / ann["file_name"], pred)
+        annotations.append(
+            {"image_id": ann["image_id"], "file_name": ann["file_name"], "segments_info": segments}
+        )
+    (root / "pred.json").write_text(json.dumps({"annotations": annotations}))
+    return gt_json, root / "gt" / "panoptic", root / "pred.json", root / "pred"

@@ -37,12 +37,11 @@ from tqdm import tqdm
 from rt_panoptic_ros.cli_support import make_parser, run_cli
 from rt_panoptic_ros.config import DatasetMeta
 from rt_panoptic_ros.errors import DatasetError
+from rt_panoptic_ros.image_io import write_panoptic_png, write_rgb
 from rt_panoptic_ros.training.data.panoptic_format import (
     Category,
     CategoryMap,
     segment_boxes,
-    write_image,
-    write_panoptic_png,
 )
 
 RGB = tuple[int, int, int]
@@ -392,7 +391,7 @@ def write_dataset(
     ):
         scene = generate_scene(np.random.default_rng([seed, index]), height, width)
         name = stem(index)
-        write_image(out / "images" / f"{name}.png", scene.image)
+        write_rgb(out / "images" / f"{name}.png", scene.image)
         write_panoptic_png(out / "panoptic" / f"{name}.png", scene.ids)
         images.append({"id": name, "file_name": f"{name}.png", "height": height, "width": width})
         annotations.append({"image_id": name, "file_name": f"{name}.png", "segments_info": scene.segments})

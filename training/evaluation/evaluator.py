@@ -36,7 +36,7 @@ def compare_panoptic(
 
     Args:
         gt_ids, pred_ids: ``[H, W]`` uint32 segment ids (0 = VOID), e.g. from
-            :func:`~rt_panoptic_ros.training.data.panoptic_format.read_panoptic_png`.
+            :func:`~rt_panoptic_ros.image_io.read_panoptic_png`.
         gt_segments, pred_segments: their ``segments_info``.
         categories: the ground truth's categories.
         gt_where, pred_where: name the files in errors.
