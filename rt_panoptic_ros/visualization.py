@@ -54,18 +54,23 @@ def panoptic_colors(
         ``[H, W, 3]`` uint8 RGB and ``[H, W]`` bool (False on void).
     """
     num_classes = len(palette)
-    # One lookup table for every value of the semantic map: class colours, black for void.
-    semantic_lut = np.zeros((max(int(semantic.max(initial=0)) + 1, num_classes), 3), np.uint8)
-    semantic_lut[:num_classes] = palette
-    colours = semantic_lut[semantic]
+    if semantic.dtype == np.uint8:
+        # OpenCV's per-channel table lookup: one fast pass (void and unknown ids -> black).
+        lut = np.zeros((256, 1, 3), np.uint8)
+        lut[: min(num_classes, 256), 0] = palette[:256]
+        colours = cv2.LUT(cv2.merge([semantic, semantic, semantic]), lut)
+    else:  # 16/32-bit ids (models with more than 255 classes)
+        lut = np.zeros((max(int(semantic.max(initial=0)) + 1, num_classes), 3), np.uint8)
+        lut[:num_classes] = palette
+        colours = lut[semantic]
     if segments:
         # Shade instance k of its class by a golden-ratio sequence: neighbours differ.
         shade = 0.55 + 0.45 * ((np.arange(1, len(segments) + 1) * _GOLDEN) % 1.0)
         base = palette[[min(s.category_id, num_classes - 1) for s in segments]].astype(np.float32)
         instance_lut = np.zeros((len(segments) + 1, 3), np.uint8)
         instance_lut[1:] = np.clip(base * shade[:, None] + (1 - shade[:, None]) * 40, 0, 255)
-        ids = np.clip(instance, 0, len(segments)).astype(np.intp)
-        colours = np.where((ids > 0)[..., None], instance_lut[ids], colours)
+        in_instance = (instance > 0) & (instance <= len(segments))
+        colours[in_instance] = instance_lut[instance[in_instance]]  # only the instances' pixels
     labelled = semantic < num_classes
     return colours, labelled
 
@@ -91,9 +96,8 @@ def draw_overlay(
     """
     palette = class_palette(len(class_names))
     colours, labelled = panoptic_colors(semantic, instance, segments, palette)
-    blended = (image.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha).astype(np.uint8)
-    out = np.where(labelled[..., None], blended, image)
-    out = np.ascontiguousarray(out)
+    out = cv2.addWeighted(np.ascontiguousarray(image), 1.0 - alpha, colours, alpha, 0.0)
+    cv2.copyTo(image, (~labelled).view(np.uint8), out)  # void keeps the image
     scale = max(0.4, min(image.shape[:2]) / 900)
     thickness = max(1, round(scale * 2))
     for s in segments:
