@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ sys.path.insert(0, str(ROOT / "test"))
 from scenes import CAR, PERSON, Obj, centre_seed, make_outputs, scene_config  # noqa: E402
 
 from rt_panoptic_ros.panoptic import decode  # noqa: E402
-from rt_panoptic_ros.runtime.machine import describe_machine  # noqa: E402
+from rt_panoptic_ros.runtime.machine import write_benchmark  # noqa: E402
 
 
 def street_scene(height: int, width: int, queries: int):
@@ -71,15 +70,10 @@ def main() -> None:
             }  # fmt: skip
             print(json.dumps(row), file=sys.stderr)
             rows.append(row)
-    report = {
-        "benchmark": "panoptic decoder (rt_panoptic_ros.panoptic.decode), CPU, batch 1, float32",
-        "command": "python " + shlex.join(sys.argv),
-        "runs": args.runs,
-        "machine": describe_machine(),
-        "results": rows,
-    }
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}", file=sys.stderr)
+    write_benchmark(
+        args.output, "panoptic decoder (rt_panoptic_ros.panoptic.decode), CPU, batch 1, float32",
+        runs=args.runs, results=rows,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import contextlib
 import io
 import json
 import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 
 from cityscapesscripts.evaluation import evalPanopticSemanticLabeling as cs
 
-from rt_panoptic_ros.runtime.machine import describe_machine
+from rt_panoptic_ros.runtime.machine import write_benchmark
 from rt_panoptic_ros.training.data.perturb import write_prediction_pairs
 from rt_panoptic_ros.training.evaluate import default_workers, evaluate_files, single_threaded_opencv
 
@@ -105,20 +104,12 @@ def main() -> None:
     baseline = rows[3]["images_per_s"]
     for row in rows:
         row["speedup_vs_cityscapesscripts_evaluatePanoptic"] = round(row["images_per_s"] / baseline, 2)
-    report = {
-        "benchmark": "panoptic evaluator throughput (PQ/SQ/RQ; ours also mIoU), end to end from files",
-        "command": "python " + shlex.join(sys.argv),
-        "images": args.num,
-        "size": [args.height, args.width],
-        "runs": args.runs,
-        "warmup": args.warmup,
-        "pq": {g: reference[g]["pq"] for g in ("All", "Things", "Stuff")},
-        "machine": describe_machine(),
-        "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()},
-        "results": rows,
-    }
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}", file=sys.stderr)
+    write_benchmark(
+        args.output, "panoptic evaluator throughput (PQ/SQ/RQ; ours also mIoU), end to end from files",
+        images=args.num, size=[args.height, args.width], runs=args.runs, warmup=args.warmup,
+        pq={g: reference[g]["pq"] for g in ("All", "Things", "Stuff")},
+        load_average_before=list(load_before), results=rows,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

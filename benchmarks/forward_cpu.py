@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import statistics
 import sys
 import time
@@ -21,7 +20,7 @@ import torch
 
 from rt_panoptic_ros.config import preset
 from rt_panoptic_ros.model import RTPanoNet
-from rt_panoptic_ros.runtime.machine import describe_machine
+from rt_panoptic_ros.runtime.machine import write_benchmark
 
 
 def time_forward(net: RTPanoNet, image: torch.Tensor, runs: int, warmup: int) -> list[float]:
@@ -62,17 +61,10 @@ def main() -> None:
         }
         print(json.dumps(row), file=sys.stderr)
         results.append(row)
-    report = {
-        "benchmark": "forward latency, PyTorch eager, CPU, batch 1, float32",
-        "command": "python " + shlex.join(sys.argv),
-        "input": [args.height, args.width],
-        "runs": args.runs,
-        "warmup": args.warmup,
-        "machine": describe_machine(),
-        "results": results,
-    }
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}", file=sys.stderr)
+    write_benchmark(
+        args.output, "forward latency, PyTorch eager, CPU, batch 1, float32",
+        input=[args.height, args.width], runs=args.runs, warmup=args.warmup, results=results,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import array
 import json
-import shlex
 import statistics
 import sys
 import time
@@ -37,7 +36,7 @@ from rt_panoptic_ros.ros.image_conversion import (
     rgb_to_msg,
     semantic_to_msg,
 )
-from rt_panoptic_ros.runtime.machine import describe_machine
+from rt_panoptic_ros.runtime.machine import write_benchmark
 
 
 def timed(fn: Callable[[], object], runs: int) -> dict[str, float]:
@@ -162,23 +161,12 @@ def main() -> None:
     }
     print(json.dumps(outputs), file=sys.stderr)
 
-    report = {
-        "benchmark": "image message conversions (rt_panoptic_ros.ros.image_conversion), CPU",
-        "command": "python " + shlex.join(sys.argv),
-        "height": h,
-        "width": w,
-        "runs": runs,
-        "opencv": cv2.__version__,
-        "opencv_threads": cv2.getNumThreads(),
-        "numpy": np.__version__,
-        "machine": describe_machine(),
-        "image_to_rgb": list(inputs.values()),
-        "compressed_to_rgb": compressed,
-        "output_builders": outputs,
-        "filling_image_data_rgb8": fill_methods(rgb, runs),
-    }
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}", file=sys.stderr)
+    write_benchmark(
+        args.output, "image message conversions (rt_panoptic_ros.ros.image_conversion), CPU",
+        height=h, width=w, runs=runs, opencv=cv2.__version__, opencv_threads=cv2.getNumThreads(),
+        numpy=np.__version__, image_to_rgb=list(inputs.values()), compressed_to_rgb=compressed,
+        output_builders=outputs, filling_image_data_rgb8=fill_methods(rgb, runs),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

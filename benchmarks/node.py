@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from rt_panoptic_ros.config import preset
 from rt_panoptic_ros.model import RTPanoNet, save_checkpoint
 from rt_panoptic_ros.ros.stream import CameraStream, OutputRecorder, Spinner, start_node, stop_node
 from rt_panoptic_ros.runtime import Predictor
-from rt_panoptic_ros.runtime.machine import describe_machine
+from rt_panoptic_ros.runtime.machine import write_benchmark
 
 NAMESPACE = "/node_bench"
 
@@ -90,22 +89,15 @@ def main() -> None:
         stop_node(process)
 
     predictor_ms, node_ms = median_ms(predictor_times), median_ms(node_times)
-    report = {
-        "benchmark": "panoptic_node overhead: publish -> all 4 outputs received, minus Predictor latency",
-        "command": "python " + shlex.join(sys.argv),
-        "preset": args.preset,
-        "input": [args.height, args.width],
-        "frames": args.frames,
-        "backend": "torch (CPU)",
-        "transport": "Fast DDS defaults, reliable, two processes on one machine",
-        "predictor_median_ms": predictor_ms,
-        "node_end_to_end_median_ms": node_ms,
-        "overhead_ms": round(node_ms - predictor_ms, 1),
-        "overhead_fraction": round((node_ms - predictor_ms) / predictor_ms, 3),
-        "node_end_to_end_ms": [round(t * 1000, 1) for t in node_times],
-        "machine": describe_machine(),
-    }
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    report = write_benchmark(
+        args.output, "panoptic_node overhead: publish -> all 4 outputs received, minus Predictor latency",
+        preset=args.preset, input=[args.height, args.width], frames=args.frames, backend="torch (CPU)",
+        transport="Fast DDS defaults, reliable, two processes on one machine",
+        predictor_median_ms=predictor_ms, node_end_to_end_median_ms=node_ms,
+        overhead_ms=round(node_ms - predictor_ms, 1),
+        overhead_fraction=round((node_ms - predictor_ms) / predictor_ms, 3),
+        node_end_to_end_ms=[round(t * 1000, 1) for t in node_times],
+    )  # fmt: skip
     summary = ("predictor_median_ms", "node_end_to_end_median_ms", "overhead_ms", "overhead_fraction")
     print(json.dumps({k: report[k] for k in summary}))
     print(f"wrote {args.output}", file=sys.stderr)

@@ -6,8 +6,11 @@ cannot be compared with anything.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +41,22 @@ def describe_machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "cuda": torch.version.cuda if gpu else None,
     }
+
+
+def write_benchmark(path: str | Path, benchmark: str, **fields: Any) -> dict[str, Any]:
+    """Write a benchmark's JSON record: what it measured, the command that made it, its
+    ``fields`` (settings and results), and the machine with its load at the end of the run.
+
+    Returns:
+        The record written.
+    """
+    record = {
+        "benchmark": benchmark,
+        "command": "python " + shlex.join(sys.argv),
+        **fields,
+        "machine": describe_machine(),
+        "load_average_1_5_15_min": list(os.getloadavg()),
+    }
+    Path(path).write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path}", file=sys.stderr)
+    return record
