@@ -21,6 +21,7 @@ CONSOLE_SCRIPTS = [
     "rt-panoptic-export = rt_panoptic_ros.cli:export_main",
     "rt-panoptic-build-engine = rt_panoptic_ros.cli:build_engine_main",
     "rt-panoptic-bench = rt_panoptic_ros.cli:bench_main",
+    "rt-panoptic-bag = rt_panoptic_ros.cli:bag_main",
     "panoptic_node = rt_panoptic_ros.ros.node:main",
     "rt-panoptic-demo = rt_panoptic_ros.ros.demo:main",
     "rt-panoptic-eval = rt_panoptic_ros.training.evaluate:main",

@@ -250,3 +250,108 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return run_cli(parser.prog, body)
+
+
+def bag_main(argv: Sequence[str] | None = None) -> int:
+    """``rt-panoptic-bag IN OUT --image-topic T``: every frame of a recorded topic -> a bag of outputs."""
+    parser = make_parser(
+        "rt-panoptic-bag",
+        "Segment every frame of an image topic of a rosbag2 (sqlite3 or mcap) and write the node's "
+        "outputs (panoptic/semantic, panoptic/instance, panoptic/detections, and with --overlay "
+        "panoptic/overlay, in the image topic's namespace) to a new bag in the same storage format, "
+        "each with the input's header and bag time.",
+    )
+    parser.add_argument("input", metavar="IN", help="input bag (a folder, or a .db3 / .mcap file)")
+    parser.add_argument("output", metavar="OUT", help="output bag folder to create")
+    parser.add_argument(
+        "--image-topic", required=True, metavar="T", help="sensor_msgs/Image or CompressedImage topic"
+    )
+    parser.add_argument(
+        "--model", default=None, help="model file (.pt, .onnx, .engine); none: the bundled model"
+    )
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "torch", "onnxruntime", "tensorrt"],
+        help="inference backend",
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...; none: the backend's own")
+    parser.add_argument("--overlay", action="store_true", help="also write panoptic/overlay (rgb8)")
+    parser.add_argument("--overlay-alpha", type=float, default=0.5, help="weight of the overlay's colours")
+    parser.add_argument(
+        "--start", type=float, default=0.0, metavar="S", help="seconds after the bag's first message"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=None, metavar="D", help="seconds to process; none: to the end"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it is an existing bag")
+    args = parser.parse_args(argv)
+    prog = parser.prog
+
+    def body() -> int:
+        import signal
+
+        from tqdm import tqdm
+
+        from rt_panoptic_ros.ros.bag_processing import BagJob, format_stamp
+        from rt_panoptic_ros.runtime.predictor import Predictor
+
+        # Every check that needs no model comes first: a typo costs no model loading.
+        job = BagJob(
+            args.input, args.output, args.image_topic, overlay=args.overlay, overlay_alpha=args.overlay_alpha,
+            start_s=args.start, duration_s=args.duration, overwrite=args.overwrite,
+        )  # fmt: skip
+        try:
+            model = _bag_model(args.model)
+            _log_to_stderr(prog)
+            predictor = Predictor(model, device=args.device, backend=args.backend)
+            where = f"{model.name} on {predictor.backend.name}/{predictor.device}"
+            print(f"{prog}: {job.total} frame(s) of {args.image_topic} -> {args.output} "
+                  f"({', '.join(job.topics.values())}) with {where}", file=sys.stderr)  # fmt: skip
+            with tqdm(total=job.total, unit="frame", desc="segment", dynamic_ncols=True) as bar:
+
+                def skipped(frame) -> None:
+                    stamp = format_stamp(frame.timestamp, job.input.start_time)
+                    bar.write(
+                        f"{prog}: skipped the frame at bag time {stamp}: {frame.reason}", file=sys.stderr
+                    )
+                    bar.update(1)
+
+                # SIGTERM (kill, timeout, a launch system) stops the run as Ctrl-C does: a valid bag.
+                previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+                try:
+                    provenance = {"rt_panoptic_ros.model": str(model), "rt_panoptic_ros.backend": where}
+                    report = job.run(predictor, lambda: bar.update(1), skipped, provenance)
+                finally:
+                    signal.signal(signal.SIGTERM, previous)
+        finally:
+            job.close()
+        rate = f"{report.seconds:.1f} s, {report.fps:.2f} frames/s"
+        skipped = f", {len(report.skipped)} skipped" if report.skipped else ""
+        if report.interrupted:
+            print(f"{prog}: interrupted after {report.written} of {job.total} frame(s) ({rate}{skipped}); "
+                  f"{args.output} is a valid bag holding them", file=sys.stderr)  # fmt: skip
+            return EXIT_INTERRUPTED
+        print(f"{prog}: wrote {args.output}: {report.written} frame(s) ({rate}){skipped}", file=sys.stderr)
+        return 0
+
+    return run_cli(prog, body)
+
+
+def _bag_model(path: str | None):
+    """``--model``, or the bundled model (with a hint in the CLI's own terms when there is none)."""
+    from pathlib import Path
+
+    from rt_panoptic_ros.errors import CheckpointError
+    from rt_panoptic_ros.ros.bundled import bundled_model_path
+
+    if path is not None:
+        return Path(path)
+    try:
+        return bundled_model_path()
+    except CheckpointError:
+        raise CheckpointError("no --model given and no bundled model installed; pass --model PATH") from None
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,470 @@
+"""Offline panoptic segmentation of a recorded image topic: a bag in, a bag of outputs out.
+
+Every frame of the topic is segmented (offline means complete: nothing is dropped, unlike the
+node's keep-latest slot) and the node's outputs are written on the node's topic names in the
+image topic's namespace (:func:`output_topics`), each with the input's header and the input's
+bag time. Three threads overlap the work, so the tool runs at the model's speed:
+
+    reader thread        main thread           writer thread
+    bag -> CDR -> rclpy  Predictor (the model) messages -> CDR -> bag
+    message -> RGB
+
+Raw CDR bytes become real rclpy messages with ``rclpy.serialization`` (2 ms for a 512x1024
+rgb8 frame), so :mod:`~rt_panoptic_ros.ros.image_conversion`, :func:`detections_msg` and
+:func:`draw_overlay` are the node's own, not a second implementation. A frame that cannot be
+decoded is skipped and reported with its bag time; the rest is still processed. Ctrl-C stops
+reading, the frames already segmented are written, and the bag is closed: a valid bag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rclpy.serialization import deserialize_message, serialize_message
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from rt_panoptic_ros.errors import ImageError, RTPanopticError
+from rt_panoptic_ros.panoptic import PanopticResult
+from rt_panoptic_ros.ros.bag_io import (
+    BagError,
+    InputBag,
+    OutputBag,
+    check_output_path,
+    output_qos,
+    ros_type_name,
+)
+from rt_panoptic_ros.ros.image_conversion import (
+    compressed_to_rgb,
+    image_to_rgb,
+    instance_to_msg,
+    rgb_to_msg,
+    semantic_to_msg,
+)
+from rt_panoptic_ros.ros.messages import detections_msg
+from rt_panoptic_ros.ros.node import OUTPUT_DEPTH
+from rt_panoptic_ros.ros.stream import OUTPUT_TOPICS
+from rt_panoptic_ros.runtime import Predictor
+from rt_panoptic_ros.visualization import draw_overlay
+
+#: Frames waiting between two threads. Two keep the model busy while the next frame is
+#: decoded and the last one written; more would only hold more decoded images in memory.
+QUEUE_DEPTH = 2
+_END = object()  # the reader's last item, and the main thread's last item for the writer
+_POLL_S = 0.1  # how often a blocked reader checks whether it should stop
+
+
+@dataclass
+class Frame:
+    """A decoded input frame: its bag time (ns), header, and ``uint8 [H, W, 3]`` RGB pixels."""
+
+    timestamp: int
+    header: Header
+    rgb: np.ndarray
+
+
+@dataclass
+class Skipped:
+    """A message that could not be segmented: its bag time (ns) and why."""
+
+    timestamp: int
+    reason: str
+
+
+@dataclass
+class _ReadFailure:
+    """The bag itself became unreadable (a corrupt chunk, a vanished file) after ``timestamp``."""
+
+    error: BaseException
+    timestamp: int | None
+
+
+@dataclass
+class BagReport:
+    """What a run wrote.
+
+    Attributes:
+        output: the output bag.
+        topics: output name (``semantic``, ...) -> absolute topic in the output bag.
+        total: messages of the image topic in the selected range.
+        written: frames whose outputs are in the bag (one message per topic each).
+        skipped: frames that could not be decoded or segmented, in bag-time order.
+        seconds: wall time from the first frame read to the bag closed.
+        interrupted: stopped by Ctrl-C / SIGTERM before the end of the range.
+    """
+
+    output: Path
+    topics: dict[str, str]
+    total: int
+    written: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def fps(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+
+def output_topics(image_topic: str, compressed: bool, overlay: bool) -> dict[str, str]:
+    """The node's output topics resolved in the namespace of ``image_topic``.
+
+    ``/cam/image`` -> ``/cam/panoptic/semantic``, ...: as if the node ran in ``/cam`` with its
+    ``image`` input remapped to the topic. For a ``CompressedImage`` topic, image_transport's
+    ``/compressed`` suffix is dropped first (``/cam/image/compressed`` -> ``/cam``).
+    """
+    base = "/" + image_topic.strip("/")
+    if compressed and base.endswith("/compressed"):
+        base = base[: -len("/compressed")]
+    namespace = base.rsplit("/", 1)[0]  # "/image" -> "" (the root namespace)
+    return {
+        name: f"{namespace}/{relative}"
+        for name, (relative, _) in OUTPUT_TOPICS.items()
+        if overlay or name != "overlay"
+    }
+
+
+def output_messages(
+    header: Header,
+    rgb: np.ndarray,
+    result: PanopticResult,
+    names: tuple[str, ...] | list[str],
+    class_names: tuple[str, ...] | list[str],
+    overlay_alpha: float,
+) -> dict[str, Any]:
+    """The node's output messages for one segmented frame, for the outputs in ``names``.
+
+    The same builders as the node's (:mod:`~rt_panoptic_ros.ros.image_conversion`,
+    :func:`~rt_panoptic_ros.ros.messages.detections_msg`, :func:`draw_overlay`), so a
+    bag holds exactly what the node would have published; every message carries ``header``.
+    """
+    semantic, instance = result.semantic.numpy(), result.instance.numpy()
+    messages: dict[str, Any] = {}
+    if "semantic" in names:
+        messages["semantic"] = semantic_to_msg(semantic, header)
+    if "instance" in names:
+        messages["instance"] = instance_to_msg(instance, header)
+    if "detections" in names:
+        messages["detections"] = detections_msg(header, result.segments)
+    if "overlay" in names:
+        picture = draw_overlay(rgb, semantic, instance, result.segments, class_names, overlay_alpha)
+        messages["overlay"] = rgb_to_msg(picture, header)
+    return messages
+
+
+def time_range(bag_start: int, start_s: float, duration_s: float | None) -> tuple[int | None, int | None]:
+    """``[start, stop)`` in bag time (ns) for an offset from the bag's first message and a length.
+
+    Raises:
+        BagError: a negative start or a duration that is not positive.
+    """
+    if start_s < 0:
+        raise BagError(f"--start {start_s}: must be >= 0 (seconds after the bag's first message)")
+    if duration_s is not None and duration_s <= 0:
+        raise BagError(f"--duration {duration_s}: must be > 0 seconds")
+    start = bag_start + round(start_s * 1e9) if start_s else None
+    stop = (start or bag_start) + round(duration_s * 1e9) if duration_s is not None else None
+    return start, stop
+
+
+def format_stamp(timestamp: int, bag_start: int) -> str:
+    """``1700000000.300000000 (+0.300 s)``: a bag time as ROS prints stamps, and its offset."""
+    seconds, nanoseconds = divmod(timestamp, 1_000_000_000)
+    return f"{seconds}.{nanoseconds:09d} (+{(timestamp - bag_start) / 1e9:.3f} s)"
+
+
+class BagJob:
+    """One image topic of one bag, checked and ready to segment into a new bag.
+
+    The constructor does every check that needs no model (the input is a bag, the topic is
+    there and holds images, the range holds frames, the output may be written), so that a
+    mistake costs no model loading. :meth:`run` does the work.
+
+    Args:
+        source: input bag (folder, or a bare ``.db3`` / ``.mcap`` file).
+        destination: output bag folder; written in the input's storage format.
+        image_topic: a ``sensor_msgs/Image`` or ``sensor_msgs/CompressedImage`` topic.
+        overlay: also write ``panoptic/overlay``.
+        overlay_alpha: weight of the colours in the overlay (the node's ``overlay_alpha``).
+        start_s, duration_s: the range, in seconds from the bag's first message.
+        overwrite: replace an existing bag at ``destination``.
+
+    Raises:
+        BagError: one line naming the path, topic or argument at fault.
+    """
+
+    def __init__(
+        self,
+        source: str | Path,
+        destination: str | Path,
+        image_topic: str,
+        *,
+        overlay: bool = False,
+        overlay_alpha: float = 0.5,
+        start_s: float = 0.0,
+        duration_s: float | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.source, self.destination = Path(source), Path(destination)
+        self.image_topic = image_topic
+        self.overlay_alpha = overlay_alpha
+        self.overwrite = overwrite
+        self.input = InputBag(source)
+        try:
+            msgtype, self.connections = self.input.image_topic(image_topic)
+            self.compressed = msgtype.endswith("/CompressedImage")
+            self.message_class: type = CompressedImage if self.compressed else Image
+            self.start, self.stop = time_range(self.input.start_time, start_s, duration_s)
+            self.total = self.input.count(self.connections, self.start, self.stop)
+            if self.total == 0:
+                where = " in the selected --start/--duration range" if (self.start or self.stop) else ""
+                raise BagError(f"{source}: topic {image_topic} holds no messages{where}")
+            check_output_path(destination, overwrite, source)
+        except BaseException:
+            self.input.close()
+            raise
+        self.topics = output_topics(image_topic, self.compressed, overlay)
+
+    def close(self) -> None:
+        self.input.close()
+
+    # --- the pipeline -----------------------------------------------------------------------
+
+    def run(
+        self,
+        predictor: Predictor,
+        on_frame: Callable[[], None] | None = None,
+        on_skip: Callable[[Skipped], None] | None = None,
+        custom_data: dict[str, str] | None = None,
+    ) -> BagReport:
+        """Segment every frame into the output bag; returns when done or interrupted.
+
+        Args:
+            predictor: the model (any backend).
+            on_frame: called (on the writer thread) after each frame's outputs are written.
+            on_skip: called (on the writer thread, in bag-time order) for each skipped frame.
+            custom_data: string pairs for the output's ``metadata.yaml`` (provenance).
+
+        Ctrl-C (``KeyboardInterrupt`` on the main thread) stops the run: frames already
+        segmented are written and the bag is closed; the report says ``interrupted``.
+
+        Raises:
+            BagError: the output cannot be created, or the input became unreadable part-way
+                (the output is closed first and holds every frame before the failure).
+            OSError: the output could not be written (disk full, ...).
+        """
+        report = BagReport(self.destination, dict(self.topics), self.total)
+        provenance = {
+            "rt_panoptic_ros.source_bag": str(self.source),
+            "rt_panoptic_ros.image_topic": self.image_topic,
+            **(custom_data or {}),
+        }
+        writer = _BagWriter(
+            self, report, tuple(predictor.cfg.dataset.class_names), provenance, on_frame, on_skip
+        )
+        frames: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+        stop = writer.stop  # set by the writer when it fails, and by the main thread at the end
+        reader = threading.Thread(target=self._read, args=(frames, stop), name="bag-reader", daemon=True)
+        read_failure: _ReadFailure | None = None
+        began = time.perf_counter()
+        writer.start()
+        try:
+            writer.ready.wait()
+            if writer.failure is None:  # else the output could not even be created
+                reader.start()
+            while not stop.is_set():
+                try:
+                    item = frames.get(timeout=_POLL_S)
+                except queue.Empty:
+                    continue
+                if item is _END:
+                    break
+                if isinstance(item, _ReadFailure):
+                    read_failure = item
+                    break
+                if isinstance(item, Frame):
+                    item = self._segment(predictor, item)
+                writer.results.put(item)
+        except KeyboardInterrupt:
+            report.interrupted = True
+        finally:
+            # Finishing the bag must not be cut short by a second Ctrl-C: it is what makes
+            # the output a valid bag.
+            with _deferred_interrupts():
+                stop.set()
+                writer.results.put(_END)
+                writer.join()
+                if reader.ident is not None:  # started
+                    reader.join()
+                report.seconds = time.perf_counter() - began
+        if writer.failure is not None:
+            raise writer.failure
+        if read_failure is not None:
+            after = (
+                f" after bag time {format_stamp(read_failure.timestamp, self.input.start_time)}"
+                if read_failure.timestamp is not None
+                else ""
+            )
+            raise BagError(
+                f"{self.source}: reading stopped{after}: {_first_line(read_failure.error)}; "
+                f"{self.destination} holds the {report.written} frame(s) before it"
+            )
+        return report
+
+    def _segment(self, predictor: Predictor, frame: Frame) -> tuple[Frame, PanopticResult] | Skipped:
+        """Main thread: the model on one frame (a frame it refuses is skipped, not fatal)."""
+        try:
+            return frame, predictor(frame.rgb)
+        except RTPanopticError as error:
+            return Skipped(frame.timestamp, f"segmentation failed: {error}")
+
+    def _read(self, frames: queue.Queue, stop: threading.Event) -> None:
+        """Reader thread: bag -> rclpy message -> RGB, in bag-time order, then the end marker."""
+        last = None
+        try:
+            for timestamp, raw in self.input.messages(self.connections, self.start, self.stop):
+                last = timestamp
+                if not _put(frames, self._decode(timestamp, raw), stop):
+                    return
+        except Exception as error:  # the storage failed (corrupt chunk, ...): report, stop
+            _put(frames, _ReadFailure(error, last), stop)
+            return
+        _put(frames, _END, stop)
+
+    def _decode(self, timestamp: int, raw: bytes) -> Frame | Skipped:
+        """One message's CDR bytes -> a :class:`Frame`, or why it cannot be one."""
+        try:
+            message = deserialize_message(raw, self.message_class)
+        except Exception as error:  # rclpy raises RMWError (and others) for bad CDR
+            return Skipped(
+                timestamp,
+                f"not a valid {ros_type_name(self.message_class)} ({len(raw)} bytes): {_first_line(error)}",
+            )
+        try:
+            rgb = compressed_to_rgb(message) if self.compressed else image_to_rgb(message)
+        except ImageError as error:
+            return Skipped(timestamp, str(error))
+        return Frame(timestamp, message.header, rgb)
+
+
+class _BagWriter(threading.Thread):
+    """Writer thread: owns the output bag from creation to close.
+
+    One thread does all of it because a sqlite3 connection may only be used by the thread
+    that opened it. Items arrive in bag-time order on :attr:`results`: ``(frame, result)``
+    pairs, :class:`Skipped` frames, and the end marker, after which the bag is closed.
+    """
+
+    def __init__(
+        self,
+        job: BagJob,
+        report: BagReport,
+        class_names: tuple[str, ...],
+        custom_data: dict[str, str],
+        on_frame: Callable[[], None] | None,
+        on_skip: Callable[[Skipped], None] | None,
+    ) -> None:
+        super().__init__(name="bag-writer", daemon=True)
+        self.job, self.report, self.class_names = job, report, class_names
+        self.custom_data, self.on_frame, self.on_skip = custom_data, on_frame, on_skip
+        self.results: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+        self.ready = threading.Event()  # the bag exists (or could not be created)
+        self.stop = threading.Event()
+        self.failure: BaseException | None = None
+
+    def run(self) -> None:
+        job = self.job
+        try:
+            output = OutputBag(
+                job.destination, job.input.storage, source=job.source, overwrite=job.overwrite,
+                custom_data=self.custom_data,
+            )  # fmt: skip
+            connections = {
+                name: output.add_topic(topic, ros_type_name(OUTPUT_TOPICS[name][1]), output_qos(OUTPUT_DEPTH))
+                for name, topic in job.topics.items()
+            }
+        except BaseException as error:
+            self._fail(error)
+            self.ready.set()
+            while self.results.get() is not _END:  # let the main thread finish as usual
+                pass
+            return
+        self.ready.set()
+        try:
+            while (item := self.results.get()) is not _END:
+                if self.failure is None:  # after a failure: drain, so that the main thread never blocks
+                    self._handle(item, output, connections)
+        finally:
+            report = self.report
+            output.set_custom_data("rt_panoptic_ros.frames_written", str(report.written))
+            output.set_custom_data("rt_panoptic_ros.frames_skipped", str(len(report.skipped)))
+            output.set_custom_data("rt_panoptic_ros.interrupted", str(report.interrupted).lower())
+            try:
+                output.close()
+            except BaseException as error:
+                self._fail(error)
+
+    def _handle(
+        self, item: tuple[Frame, PanopticResult] | Skipped, output: OutputBag, connections: dict
+    ) -> None:
+        """Write one frame's messages (or report a skipped one); a failure stops the run."""
+        try:
+            if isinstance(item, Skipped):
+                self.report.skipped.append(item)
+                if self.on_skip:
+                    self.on_skip(item)
+                return
+            frame, result = item
+            messages = output_messages(
+                frame.header, frame.rgb, result, tuple(connections), self.class_names, self.job.overlay_alpha
+            )
+            for name, message in messages.items():
+                output.write(connections[name], frame.timestamp, serialize_message(message))
+            self.report.written += 1
+            if self.on_frame:
+                self.on_frame()
+        except BaseException as error:  # disk full, ...: stop the run, report it
+            self._fail(error)
+
+    def _fail(self, error: BaseException) -> None:
+        if self.failure is None:
+            self.failure = error
+        self.stop.set()
+
+
+def _put(target: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Put ``item`` unless ``stop`` is set first; False when it was not put."""
+    while not stop.is_set():
+        try:
+            target.put(item, timeout=_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+@contextlib.contextmanager
+def _deferred_interrupts() -> Iterator[None]:
+    """Ignore Ctrl-C inside the block (main thread only; elsewhere signals do not arrive)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
