@@ -5,7 +5,13 @@
 
 Arguments: image (input topic, remapped onto the node's ``image``), namespace (of the node and
 its outputs), params_file (a preset from config/), model, backend, device (override the
-preset when not empty), use_sim_time (true for ``ros2 bag play --clock``).
+preset when not empty), use_sim_time (true for ``ros2 bag play --clock``), dds_profile.
+
+dds_profile (default true): the node's process uses the shipped Fast DDS profile for large
+images (config/fastdds_large_images.xml), which the node applies to itself before creating its
+DDS participant unless FASTDDS_DEFAULT_PROFILES_FILE (or the legacy FASTRTPS_...) is already
+set; false keeps Fast DDS's defaults (sets RT_PANOPTIC_DDS_PROFILE=off for the node). Give the
+camera driver's process the same file (README, "Large images over DDS").
 """
 
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -23,6 +29,7 @@ ARGUMENTS = {
     "backend": ("", "auto | torch | onnxruntime | tensorrt; empty = the preset's"),
     "device": ("", "cpu, cuda:0, ...; empty = the preset's"),
     "use_sim_time": ("false", "use /clock (bag replay)"),
+    "dds_profile": ("true", "true: the node's process uses config/fastdds_large_images.xml (Fast DDS)"),
 }
 
 
@@ -33,6 +40,8 @@ def _node(context, *args, **kwargs):
     )
     overrides = {k: value[k] for k in ("model", "backend", "device") if value[k]}
     overrides["use_sim_time"] = value["use_sim_time"].lower() == "true"
+    # The node applies the profile itself (rt_panoptic_ros/ros/dds_profile.py); this only turns it off.
+    environment = {} if value["dds_profile"].lower() == "true" else {"RT_PANOPTIC_DDS_PROFILE": "off"}
     return [
         Node(
             package="rt_panoptic_ros",
@@ -43,6 +52,7 @@ def _node(context, *args, **kwargs):
             remappings=[("image", value["image"]), ("image/compressed", value["image"] + "/compressed")],
             output="screen",
             emulate_tty=True,
+            additional_env=environment,
         )
     ]
 

@@ -11,12 +11,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from rt_panoptic_ros.ros.dds_profile import use_shipped_profile
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Every test run gets its own DDS domain, so that parallel runs (CI, developers) never see
 # each other's nodes; discovery stays on this machine (0.1 s instead of ~3 s).
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+# The shipped Fast DDS profile (large shared-memory segment) for this process and the nodes,
+# cameras and recorders it starts, as the node gives it to itself, unless one is set already:
+# without it a burst of large reliable messages can wait up to a second for a heartbeat and
+# best-effort ones do not arrive at all (benchmarks/dds.json). test_dds.py also starts processes
+# without it.
+use_shipped_profile()
 #: TRI checkpoint layout, weight builder and the original implementation's outputs.
 TRI_REFERENCE = ROOT / "test" / "data" / "tri_reference"
 

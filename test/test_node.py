@@ -105,7 +105,7 @@ class Rig:
 @pytest.fixture(scope="module")
 def rig(context, model_file, tmp_path_factory):
     log = tmp_path_factory.mktemp("node_logs") / "t1.log"
-    parameters = {"model": str(model_file), "backend": "torch", "qos_reliability": "reliable"}
+    parameters = {"model": str(model_file), "backend": "torch"}  # qos_reliability: auto (default)
     r = Rig(context, "/t1", parameters, {"__ns": "/t1"}, log)
     r.wait_ready()
     yield r
@@ -199,6 +199,11 @@ def test_outputs_keep_the_header_and_size(rig):
     check_outputs(outputs, key, 120, 200)
     assert len(outputs["detections"].detections) > 0, "the rigged model finds things"
     assert image_to_rgb(outputs["overlay"]).shape == (120, 200, 3)
+    # qos_reliability auto (the default) follows this process's reliable camera
+    diagnostics = rig.last_diagnostics()
+    assert diagnostics["input_qos"] == "reliable (auto: 1 publisher, all reliable)", diagnostics
+    assert diagnostics["output_qos"] == "reliable, keep last 5"
+    assert "fastdds_large_images.xml (shipped" in diagnostics["dds_profile"]
 
 
 def test_every_encoding(rig):
@@ -293,12 +298,7 @@ def test_compressed_input_namespace_and_remapping(context, model_file, tmp_path)
     import cv2
 
     log = tmp_path / "cam.log"
-    parameters = {
-        "model": str(model_file),
-        "backend": "torch",
-        "compressed": True,
-        "qos_reliability": "reliable",
-    }
+    parameters = {"model": str(model_file), "backend": "torch", "compressed": True}
     rig = Rig(context, "/cam", parameters, {"__ns": "/cam", "image/compressed": "/camera/jpeg"}, log)
     publisher = rig.camera.create_publisher(CompressedImage, "/camera/jpeg", 5)
     try:

@@ -2,8 +2,9 @@
 
 This file only wires ROS to plain, separately tested pieces: parameters (``parameters.py``),
 image conversions (``image_conversion.py``), the keep-latest slot (``frame_slot.py``),
-message builders (``messages.py``), statistics (``stats.py``) and the
-:class:`~rt_panoptic_ros.runtime.Predictor`.
+message builders (``messages.py``), statistics (``stats.py``), the input QoS choice
+(``qos.py``), the transport-loss estimate (``transport_stats.py``), the Fast DDS profile
+(``dds_profile.py``) and the :class:`~rt_panoptic_ros.runtime.Predictor`.
 
 Topics (relative, so namespaces and remapping work):
 
@@ -14,7 +15,9 @@ Topics (relative, so namespaces and remapping work):
   and ``/diagnostics`` at 1 Hz.
 
 Every output carries the input's header and size. Inference runs on its own thread behind a
-keep-latest slot; outputs nobody subscribes to are not computed.
+keep-latest slot; outputs nobody subscribes to are not computed. The input's reliability
+follows the camera's (``qos_reliability:=auto``) and ``main`` gives the process the shipped
+Fast DDS profile for large images before it creates its DDS participant.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -48,6 +52,7 @@ from rt_panoptic_ros.errors import RTPanopticError
 from rt_panoptic_ros.panoptic.fusion import void_label
 from rt_panoptic_ros.ros import image_conversion
 from rt_panoptic_ros.ros.bundled import bundled_model_path
+from rt_panoptic_ros.ros.dds_profile import ProfileChoice, use_shipped_profile
 from rt_panoptic_ros.ros.frame_slot import FrameSlot
 from rt_panoptic_ros.ros.messages import detections_msg, diagnostics_msg
 from rt_panoptic_ros.ros.parameters import (
@@ -58,15 +63,29 @@ from rt_panoptic_ros.ros.parameters import (
     check_value,
     decoder_parameters,
 )
+from rt_panoptic_ros.ros.qos import BEST_EFFORT, BEST_EFFORT_HINT, RELIABLE, InputQos, choose_input_qos
 from rt_panoptic_ros.ros.stats import LatencyWindow, RateWindow
+from rt_panoptic_ros.ros.transport_stats import TransportLoss
 from rt_panoptic_ros.runtime import Predictor
 from rt_panoptic_ros.runtime.sources import ModelSource
 from rt_panoptic_ros.visualization import draw_overlay
 
 NODE_NAME = "panoptic_node"
-#: Output history: large images need more than one slot in flight to arrive intact over a
-#: reliable DDS link (measured: depth 1 lost 12 of 20 ~0.5 MB images, depth 5 none).
+#: Output history (keep last). benchmarks/dds.json, the node's four outputs of a 1024×2048 frame
+#: (12.3 MB) to a subscriber with rclpy's defaults: with the shipped Fast DDS profile in the
+#: node's process, depth 1 and 5 both delivered 20 of 20 at 2 and 10 Hz; without it (profile
+#: turned off, or a user's profile) depth 1 delivered 9 of 20 at 2 Hz and 4 of 20 at 10 Hz,
+#: because a reliable writer drops a sample from its history before the reader's repairs are
+#: done, while depth 5 delivered 20 of 20 at both rates. The cost is memory (up to five samples
+#: per topic kept for repairs), not latency.
 OUTPUT_DEPTH = 5
+#: Seconds between two looks at the input's publishers (``qos_reliability:=auto``): a camera
+#: that appears or changes its QoS is followed within this time; the look itself reads the
+#: local graph cache (microseconds).
+INPUT_QOS_CHECK_S = 0.5
+#: Longest time the previous input subscription is kept after a QoS change while the new one
+#: is being matched (discovery between two processes here: ~0.1 s), so no frame falls between.
+RETIRE_AFTER_S = 2.0
 #: Seconds between two identical warnings about bad input (a broken camera floods otherwise).
 WARN_THROTTLE_S = 5.0
 
@@ -78,7 +97,8 @@ class StartupError(RTPanopticError):
 class PanopticNode(Node):
     """Real-time panoptic segmentation of a camera stream."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, dds_profile: ProfileChoice | None = None, **kwargs: Any) -> None:
+        """``dds_profile``: what :func:`main` chose for this process (``None``: hosted elsewhere)."""
         super().__init__(NODE_NAME, **kwargs)
         startup = {spec.name: self._declare(spec) for spec in STARTUP_PARAMETERS}
         runtime = {spec.name: self._declare(spec) for spec in RUNTIME_PARAMETERS}
@@ -108,8 +128,14 @@ class PanopticNode(Node):
         self.device = startup["device"]
         self.void = void_label(cfg.dataset.num_classes)
 
+        self.dds_profile = dds_profile.describe() if dds_profile else "chosen by the hosting process"
+        self.output_qos = f"{startup['output_reliability']}, keep last {OUTPUT_DEPTH}"
         outputs = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=OUTPUT_DEPTH, reliability=ReliabilityPolicy.RELIABLE
+            history=HistoryPolicy.KEEP_LAST,
+            depth=OUTPUT_DEPTH,
+            reliability=ReliabilityPolicy.RELIABLE
+            if startup["output_reliability"] == RELIABLE
+            else ReliabilityPolicy.BEST_EFFORT,
         )
         self.semantic_pub = self.create_publisher(Image, "panoptic/semantic", outputs)
         self.instance_pub = self.create_publisher(Image, "panoptic/instance", outputs)
@@ -122,21 +148,24 @@ class PanopticNode(Node):
         self.latency = LatencyWindow()
         self.rejected = 0
         self.frames_in = 0
+        self.frames_out = 0
+        self.transport = TransportLoss()
+        self.dds_lost = 0
         self._last_warning: dict[str, float] = {}
         self._warmup()
 
-        reliability = (
-            ReliabilityPolicy.RELIABLE
-            if startup["qos_reliability"] == "reliable"
-            else ReliabilityPolicy.BEST_EFFORT
-        )
-        inputs = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=startup["qos_depth"], reliability=reliability
-        )
         self.compressed: bool = startup["compressed"]
-        topic = "image/compressed" if self.compressed else "image"
-        message_type = CompressedImage if self.compressed else Image
-        self.subscription = self.create_subscription(message_type, topic, self._on_image, inputs)
+        self.input_topic = "image/compressed" if self.compressed else "image"
+        self.input_type = CompressedImage if self.compressed else Image
+        self.qos_setting: str = startup["qos_reliability"]
+        self.qos_depth: int = startup["qos_depth"]
+        self.subscription = None
+        self._retiring: tuple[Any, float] | None = None  # (old subscription, since)
+        self._last_frame: tuple[str, int] | None = None
+        self.input_qos: InputQos | None = None
+        self.input_publishers = 0
+        self._update_input_qos()
+        self.create_timer(INPUT_QOS_CHECK_S, self._update_input_qos)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_timer(1.0, self._publish_diagnostics)
         self._worker = threading.Thread(target=self._run, name="panoptic-inference", daemon=True)
@@ -144,8 +173,65 @@ class PanopticNode(Node):
         self.get_logger().info(
             f"ready: {model_path.name} ({cfg.model.backbone}, {cfg.dataset.num_classes} classes) on "
             f"{self.predictor.backend.name}/{self.device}; listening on "
-            f"{self.resolve_topic_name(topic)} ({startup['qos_reliability']}, depth {startup['qos_depth']})"
+            f"{self.resolve_topic_name(self.input_topic)} ({self.input_qos.describe()}, depth "
+            f"{self.qos_depth}); outputs {self.output_qos}; {self.dds_profile}"
         )
+
+    # --- input QoS --------------------------------------------------------------------------
+
+    def _update_input_qos(self) -> None:
+        """(Re)subscribe with the reliability that suits the input's publishers (qos.py).
+
+        Runs at start-up and every :data:`INPUT_QOS_CHECK_S`; the subscription is replaced only
+        when the reliability changes. The previous one stays until the new one has matched the
+        publishers (or :data:`RETIRE_AFTER_S`), so no frame falls between the two; a frame that
+        both deliver meanwhile is taken once (``_on_image``).
+        """
+        topic = self.resolve_topic_name(self.input_topic)
+        publishers = [
+            _reliability(info.qos_profile.reliability) for info in self.get_publishers_info_by_topic(topic)
+        ]
+        if self._retiring is not None:
+            old, since = self._retiring
+            matched = self.subscription.get_publisher_count() >= len(publishers)
+            if matched or time.monotonic() - since > RETIRE_AFTER_S:
+                self.destroy_subscription(old)
+                self._retiring = None
+        current = self.input_qos.reliability if self.input_qos else None
+        choice = choose_input_qos(self.qos_setting, publishers, current)
+        self.input_publishers = len(publishers)
+        if choice == self.input_qos:
+            return
+        if self.input_qos is None or choice.reliability != self.input_qos.reliability:
+            reliability = (
+                ReliabilityPolicy.RELIABLE
+                if choice.reliability == RELIABLE
+                else ReliabilityPolicy.BEST_EFFORT
+            )
+            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.qos_depth, reliability=reliability)
+            previous = self.subscription
+            # A publisher that cannot match (best effort to a reliable subscription) is a reason
+            # to look again now, not a warning: auto follows it, explicit settings warn once.
+            # Samples DDS itself saw lost (best effort: a sequence gap, or fragments that never
+            # completed) are counted beside the estimate from the camera's stamps.
+            events = SubscriptionEventCallbacks(
+                incompatible_qos=lambda _: self._update_input_qos(), message_lost=self._on_message_lost
+            )
+            self.subscription = self.create_subscription(
+                self.input_type, self.input_topic, self._on_image, qos, event_callbacks=events
+            )
+            if self._retiring is not None:  # changed again before the last one retired
+                self.destroy_subscription(self._retiring[0])
+                self._retiring = None
+            if previous is not None:
+                self._retiring = (previous, time.monotonic())
+        if self.input_qos is not None:  # the first choice is in the "ready" line
+            self.get_logger().info(
+                f"input QoS on {topic}: {choice.describe()}" + (f"; {choice.hint}" if choice.hint else "")
+            )
+        if choice.warning:
+            self.get_logger().warning(f"input QoS on {topic}: {choice.warning}")
+        self.input_qos = choice
 
     # --- parameters -------------------------------------------------------------------------
 
@@ -195,9 +281,18 @@ class PanopticNode(Node):
 
     def _on_image(self, message: Image | CompressedImage) -> None:
         """Subscription callback: hand the frame over and return (never blocks on inference)."""
+        stamp = message.header.stamp
+        frame = (message.header.frame_id, stamp.sec * 1_000_000_000 + stamp.nanosec)
+        if self._retiring is not None and frame == self._last_frame:
+            return  # the same frame from the old and the new subscription during a QoS change
+        self._last_frame = frame
         self.frames_in += 1
         self.input_rate.tick()
+        self.transport.add(frame[1], frame[0])
         self.slot.put(message)
+
+    def _on_message_lost(self, event: Any) -> None:
+        self.dds_lost += event.total_count_change
 
     def _run(self) -> None:
         """Inference thread: take the newest frame, segment it, publish what is listened to."""
@@ -246,6 +341,7 @@ class PanopticNode(Node):
                 self.overlay_alpha,
             )
             self.overlay_pub.publish(image_conversion.rgb_to_msg(overlay, header))
+        self.frames_out += 1
         self.output_rate.tick()
         self.latency.add((time.monotonic() - received) * 1000)
 
@@ -258,18 +354,36 @@ class PanopticNode(Node):
     # --- reporting --------------------------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
-        rejected, dropped = self.rejected, self.slot.dropped
-        level, message = DiagnosticStatus.OK, "running"
+        rejected, dropped, lost = self.rejected, self.slot.dropped, self.transport.lost
+        problems = []
         if rejected:
-            level, message = DiagnosticStatus.WARN, f"{rejected} frame(s) rejected since start"
+            problems.append(f"{rejected} frame(s) rejected since start")
+        if lost:
+            problems.append(f"~{lost} frame(s) lost in transport since start (gaps in the camera's stamps)")
+        if self.dds_lost:
+            problems.append(f"{self.dds_lost} sample(s) lost by DDS since start")
+        if (lost or self.dds_lost) and self.input_qos.reliability == BEST_EFFORT:
+            problems.append(BEST_EFFORT_HINT)
+        if self.input_qos.warning:
+            problems.append(self.input_qos.warning)
+        level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
+        message = "; ".join(problems) or "running"
         values = {
             "input_rate_hz": self.input_rate.rate(),
             "output_rate_hz": self.output_rate.rate(),
             "latency_p50_ms": self.latency.percentile(50),
             "latency_p90_ms": self.latency.percentile(90),
             "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
             "dropped": dropped,
             "rejected": rejected,
+            "lost_in_transport": lost,
+            "dds_samples_lost": self.dds_lost,
+            "input_period_ms": self.transport.period_ms(),
+            "input_qos": self.input_qos.describe(),
+            "input_publishers": self.input_publishers,
+            "output_qos": self.output_qos,
+            "dds_profile": self.dds_profile,
             "backend": self.predictor.backend.name,
             "device": self.device,
             "model": str(self.model_path),
@@ -302,17 +416,32 @@ def _with_input_size(cfg: Config, height: int, width: int) -> Config:
     return dataclasses.replace(cfg, input=dataclasses.replace(cfg.input, height=height, width=width))
 
 
+def _reliability(policy: ReliabilityPolicy) -> str:
+    """A publisher's reliability as :func:`~rt_panoptic_ros.ros.qos.choose_input_qos` takes it."""
+    if policy == ReliabilityPolicy.RELIABLE:
+        return "reliable"
+    if policy == ReliabilityPolicy.BEST_EFFORT:
+        return "best_effort"
+    return policy.name.lower()  # unknown, system_default: treated as not reliable
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 
 def main(args: list[str] | None = None) -> int:
-    """``panoptic_node``: run until Ctrl-C / SIGTERM; exit 1 with one line if it cannot start."""
+    """``panoptic_node``: run until Ctrl-C / SIGTERM; exit 1 with one line if it cannot start.
+
+    Before ``rclpy.init`` creates the process's DDS participant, the shipped Fast DDS profile
+    is given to it unless a profile is already set or ``RT_PANOPTIC_DDS_PROFILE=off``
+    (``dds_profile.py``).
+    """
+    profile = use_shipped_profile()
     rclpy.init(args=args)
     node = None
     try:
-        node = PanopticNode()
+        node = PanopticNode(dds_profile=profile)
         rclpy.spin(node)
     except StartupError as error:
         print(f"[{NODE_NAME}] error: {error}", file=sys.stderr)

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from rt_panoptic_ros.config import SIZE_DIVISIBILITY, Config, DecoderConfig
+from rt_panoptic_ros.ros.qos import OUTPUT_RELIABILITY_SETTINGS, RELIABILITY_SETTINGS
 
 BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "tensorrt")
-RELIABILITY_CHOICES = ("best_effort", "reliable")
+RELIABILITY_CHOICES = RELIABILITY_SETTINGS
 IOU_VARIANTS = ("iou", "tri")
 #: Largest network input side the node accepts (pixels): beyond it memory, not accuracy, grows.
 MAX_INPUT_SIDE = 8192
@@ -78,12 +79,19 @@ STARTUP_PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "qos_reliability",
-        "best_effort",
-        "input reliability: best_effort (cameras) or reliable (ros2 bag play)",
+        "auto",
+        "input reliability: auto (the camera's: reliable when all its publishers are, re-checked "
+        "when they change), best_effort or reliable",
         choices=RELIABILITY_CHOICES,
     ),
     ParamSpec(
         "qos_depth", 1, "input queue depth (keep last); 1 = always the newest frame", low=1, high=100, step=1
+    ),
+    ParamSpec(
+        "output_reliability",
+        "reliable",
+        "reliability of the panoptic/* outputs: reliable (every subscriber gets every answer) or best_effort",
+        choices=OUTPUT_RELIABILITY_SETTINGS,
     ),
 )
 
