@@ -26,6 +26,7 @@ CONSOLE_SCRIPTS = [
     "rt-panoptic-demo = rt_panoptic_ros.ros.demo:main",
     "rt-panoptic-eval = rt_panoptic_ros.training.evaluate:main",
     "rt-panoptic-synth = rt_panoptic_ros.training.data.synthetic:main",
+    "rt-panoptic-train = rt_panoptic_ros.training.train:main",
 ]
 
 setup(

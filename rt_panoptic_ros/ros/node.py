@@ -406,13 +406,17 @@ class PanopticNode(Node):
 
 
 def _with_input_size(cfg: Config, height: int, width: int) -> Config:
-    """``cfg`` with the network input size the node's parameters ask for (0, 0 = the image's)."""
-    if height == cfg.input.height and width == cfg.input.width:
-        return cfg
+    """``cfg`` with the network input size the node's parameters ask for.
+
+    0, 0 keeps the model file's own input size: a model trained at one scale (the bundled one
+    at 128x256) must see that scale; a model without one takes each image's own size.
+    """
     if bool(height) != bool(width):
         raise StartupError(
-            "parameter input_height/input_width: set both or neither (0 = the image's own size)"
+            "parameter input_height/input_width: set both or neither (0 = the model file's own size)"
         )
+    if not height or (height == cfg.input.height and width == cfg.input.width):
+        return cfg
     return dataclasses.replace(cfg, input=dataclasses.replace(cfg.input, height=height, width=width))
 
 

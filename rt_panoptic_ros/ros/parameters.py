@@ -61,7 +61,8 @@ STARTUP_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "input_height",
         0,
-        f"network input height; 0 = the image's own, padded to a multiple of {SIZE_DIVISIBILITY}",
+        "network input height; 0 = the model file's (or, if it has none, the image's own, padded to "
+        f"a multiple of {SIZE_DIVISIBILITY})",
         low=0,
         high=MAX_INPUT_SIDE,
         step=SIZE_DIVISIBILITY,
@@ -69,7 +70,8 @@ STARTUP_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "input_width",
         0,
-        f"network input width; 0 = the image's own, padded to a multiple of {SIZE_DIVISIBILITY}",
+        "network input width; 0 = the model file's (or, if it has none, the image's own, padded to "
+        f"a multiple of {SIZE_DIVISIBILITY})",
         low=0,
         high=MAX_INPUT_SIDE,
         step=SIZE_DIVISIBILITY,
