@@ -13,7 +13,6 @@ The measurements these tests stand on are in ``benchmarks/dds.json``.
 from __future__ import annotations
 
 import os
-import statistics
 import threading
 import time
 
@@ -184,7 +183,9 @@ def test_a_frame_sent_alone_is_answered_without_a_heartbeat_wait(rig):
     assert int(after["frames_out"]) - int(before["frames_out"]) == 3
     end_to_end = [(max(arrival[f["stamp"]].values()) - f["stamp"]) / 1e6 for f in frames]
     node_ms = float(after["latency_p50_ms"])  # receipt -> all four outputs published, in the node
-    assert statistics.median(end_to_end) <= node_ms + SINGLE_FRAME_MARGIN_MS, (end_to_end, node_ms)
+    # A heartbeat wait delays every frame sent alone (by hundreds of ms to seconds); a busy
+    # shared CPU delays some. The best of the three separates the two.
+    assert min(end_to_end) <= node_ms + SINGLE_FRAME_MARGIN_MS, (end_to_end, node_ms)
     during = {d["input_qos"] for d in rig.diagnostics.history[int(before["_index"]) :]}
     assert any(q.startswith("reliable (auto: 1 publisher") for q in during), during
     assert "(shipped" in after["dds_profile"], after["dds_profile"]
