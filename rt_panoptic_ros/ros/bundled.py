@@ -12,28 +12,41 @@ PACKAGE = "rt_panoptic_ros"
 BUNDLED_MODEL = "small_synthetic.pt"
 
 
-def bundled_model_path() -> Path:
-    """The bundled model file.
+def share_candidates(relative: str, module_file: Path = Path(__file__)) -> list[Path]:
+    """Where a file installed into ``share/rt_panoptic_ros/<relative>`` may be, in order.
 
-    Looked for in the ament share directory (``colcon build``), in ``<prefix>/share`` of the
-    running Python (``pip install``), then in the source tree's ``models/`` (editable
-    installs, tests).
-
-    Raises:
-        CheckpointError: no bundled model is installed (pass ``model:=PATH``).
+    The ament share directory (``ros2 run`` / ``ros2 launch`` after ``colcon build``),
+    ``<prefix>/share`` of the running Python (``pip install``), ``<prefix>/share`` of the
+    prefix this package is installed in (``<prefix>/lib/pythonX.Y/site-packages/rt_panoptic_ros``:
+    colcon or ``pip --prefix`` without the environment set up), then the source tree
+    (editable installs, tests). ``module_file``: a module of ``rt_panoptic_ros/ros/`` (another
+    path in tests).
     """
     candidates = []
     try:
         from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 
         try:
-            candidates.append(Path(get_package_share_directory(PACKAGE)) / "models" / BUNDLED_MODEL)
+            candidates.append(Path(get_package_share_directory(PACKAGE)) / relative)
         except (PackageNotFoundError, OSError, ValueError, KeyError):  # OSError: AMENT_PREFIX_PATH unset
             pass
     except ImportError:  # no ament_index: not a ROS installation
         pass
-    candidates.append(Path(sys.prefix) / "share" / PACKAGE / "models" / BUNDLED_MODEL)
-    candidates.append(Path(__file__).resolve().parents[2] / "models" / BUNDLED_MODEL)
+    candidates.append(Path(sys.prefix) / "share" / PACKAGE / relative)
+    package = Path(module_file).resolve().parents[1]  # .../rt_panoptic_ros
+    if len(package.parents) >= 4:
+        candidates.append(package.parents[3] / "share" / PACKAGE / relative)
+    candidates.append(package.parent / relative)
+    return candidates
+
+
+def bundled_model_path() -> Path:
+    """The bundled model file (searched as :func:`share_candidates` says).
+
+    Raises:
+        CheckpointError: no bundled model is installed (pass ``model:=PATH``).
+    """
+    candidates = share_candidates(f"models/{BUNDLED_MODEL}")
     for path in candidates:
         if path.is_file():
             return path

@@ -24,10 +24,11 @@ tests' helper processes all call it before their ``rclpy.init``.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from rt_panoptic_ros.ros.bundled import share_candidates
 
 PACKAGE = "rt_panoptic_ros"
 PROFILE_NAME = "fastdds_large_images.xml"
@@ -96,31 +97,10 @@ def choose_profile(environ: Mapping[str, str], shipped: Path | None, cwd: Path) 
 
 
 def profile_candidates(module_file: Path = Path(__file__)) -> list[Path]:
-    """Where the shipped profile may be, in order.
-
-    The ament share directory (``ros2 run`` / ``ros2 launch`` after ``colcon build``),
-    ``<prefix>/share`` of the running Python (``pip install``; setup.py installs
-    ``config/*.xml`` there), ``<prefix>/share`` of the prefix this package is installed in
-    (``<prefix>/lib/pythonX.Y/site-packages/rt_panoptic_ros``: colcon or ``pip --prefix``
-    without the environment set up), then the source tree's ``config/`` (editable installs,
-    tests). ``module_file``: this module's path (another one in tests).
-    """
-    candidates = []
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        try:
-            candidates.append(Path(get_package_share_directory(PACKAGE)) / "config" / PROFILE_NAME)
-        except (PackageNotFoundError, OSError, ValueError, KeyError):  # OSError: AMENT_PREFIX_PATH unset
-            pass
-    except ImportError:  # no ament_index: not a ROS installation
-        pass
-    candidates.append(Path(sys.prefix) / "share" / PACKAGE / "config" / PROFILE_NAME)
-    package = Path(module_file).resolve().parents[1]  # .../rt_panoptic_ros
-    if len(package.parents) >= 4:
-        candidates.append(package.parents[3] / "share" / PACKAGE / "config" / PROFILE_NAME)
-    candidates.append(package.parent / "config" / PROFILE_NAME)
-    return candidates
+    """Where the shipped profile may be, in order (:func:`~rt_panoptic_ros.ros.bundled.share_candidates`:
+    setup.py installs ``config/*.xml`` into the package share). ``module_file``: this module's
+    path (another one in tests)."""
+    return share_candidates(f"config/{PROFILE_NAME}", module_file)
 
 
 def shipped_profile_path(candidates: Sequence[Path] | None = None) -> Path | None:
