@@ -104,6 +104,11 @@ class DecoderConfig:
         stuff_area: stuff segments smaller than this many pixels become void.
         iou_variant: ``"iou"``, the paper's IoU (Eq. 6), or ``"tri"``, the original code's
             ``(I+1)/(U+1) - (G-U)/G`` used by the converted TRI model.
+        instance_score_thresh: detections scoring below this take no part in fusion
+            (detectron2's panoptic fusion rule); 0 keeps every query.
+        box_map_background: which pixels take a box in the dense box map B(x, y) (Eq. 14):
+            ``"exclude"``, not those whose levelness argmax is the background (so they are in
+            no mask); ``"tri"``, the original code's rule, every pixel takes its best level's box.
     """
 
     pre_nms_thresh: float = 0.06
@@ -114,6 +119,8 @@ class DecoderConfig:
     overlap_threshold: float = 0.5
     stuff_area: int = 2048
     iou_variant: Literal["iou", "tri"] = "iou"
+    instance_score_thresh: float = 0.0
+    box_map_background: Literal["exclude", "tri"] = "exclude"
 
 
 CITYSCAPES_CLASSES: tuple[str, ...] = (
@@ -211,7 +218,7 @@ def validate(cfg: Config) -> None:
         value = getattr(i, name)
         if value < 0 or value % SIZE_DIVISIBILITY:
             problems.append(f"input.{name}: {value}, expected 0 or a multiple of {SIZE_DIVISIBILITY}")
-    for name in ("pre_nms_thresh", "nms_thresh", "mask_thresh", "overlap_threshold"):
+    for name in ("pre_nms_thresh", "nms_thresh", "mask_thresh", "overlap_threshold", "instance_score_thresh"):
         if not 0.0 <= getattr(d, name) <= 1.0:
             problems.append(f"decoder.{name}: {getattr(d, name)} not in [0, 1]")
     for name in ("pre_nms_top_n", "max_detections"):
@@ -221,6 +228,8 @@ def validate(cfg: Config) -> None:
         problems.append(f"decoder.stuff_area: {d.stuff_area} must be >= 0")
     if d.iou_variant not in ("iou", "tri"):
         problems.append(f"decoder.iou_variant: {d.iou_variant!r}, expected 'iou' or 'tri'")
+    if d.box_map_background not in ("exclude", "tri"):
+        problems.append(f"decoder.box_map_background: {d.box_map_background!r}, expected 'exclude' or 'tri'")
     if ds.num_classes < 1:
         problems.append("dataset.class_names: empty, expected at least one class")
     bad_things = [t for t in ds.thing_ids if not 0 <= t < ds.num_classes]
@@ -321,7 +330,7 @@ def save_yaml(cfg: Config, path: str | Path) -> None:
 
 def _tri_cityscapes() -> Config:
     """The public TRI Cityscapes model (ResNet-50, 19 classes, things 11..18)."""
-    return Config(decoder=DecoderConfig(iou_variant="tri"))
+    return Config(decoder=DecoderConfig(iou_variant="tri", box_map_background="tri"))
 
 
 def _small_cityscapes() -> Config:

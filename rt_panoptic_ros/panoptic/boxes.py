@@ -45,21 +45,24 @@ def clip_boxes(boxes: Tensor, sizes: Tensor) -> Tensor:
     return torch.minimum(boxes.clamp(min=0), limits)
 
 
-def box_levels(levelness_logits: Tensor) -> Tensor:
+def box_levels(levelness_logits: Tensor, background: str = "exclude") -> Tensor:
     """Per pixel of the stride-4 levelness map, the FPN level whose box it takes (Eq. 14).
 
     Args:
         levelness_logits: ``[N, L+1, h, w]``; channel 0 = background, i+1 = level i.
+        background: ``"exclude"``: a pixel whose argmax is the background takes no box (so
+            it belongs to no mask); ``"tri"``: the original code's rule, the argmax over the
+            levels alone, so every pixel takes its best level's box.
 
     Returns:
-        ``[N, h, w]`` int64: 0 = background (no box), i+1 = level i.
+        ``[N, h, w]`` int64: 0 = no box, i+1 = level i.
     """
+    if background == "tri":
+        return levelness_logits[:, 1:].max(dim=1).indices + 1
     return levelness_logits.max(dim=1).indices  # same as argmax, several times faster on CPUs
 
 
-def dense_boxes_at(
-    box_reg: list[Tensor], image: int, cells: Tensor, levels: Tensor, map_size: tuple[int, int]
-) -> Tensor:
+def dense_boxes_at(box_reg: list[Tensor], cells: Tensor, levels: Tensor, map_size: tuple[int, int]) -> Tensor:
     """The dense box map B(x, y) (Eq. 14) at some cells of the stride-4 map of one image.
 
     Each level's l, t, r, b map is read bilinearly at the cell's position (exactly what
@@ -68,8 +71,7 @@ def dense_boxes_at(
     for, which spares upsampling five whole maps.
 
     Args:
-        box_reg: L x ``[N, 4, h_i, w_i]`` l, t, r, b distances in input pixels.
-        image: which image of the batch.
+        box_reg: L x ``[4, h_i, w_i]`` l, t, r, b distances in input pixels, of one image.
         cells: ``[P]`` int64 row-major indices into the ``map_size`` grid.
         levels: ``[P]`` int64 level + 1 of each cell (>= 1; background cells take no box).
         map_size: ``(h, w)`` of the stride-4 map.
@@ -85,7 +87,7 @@ def dense_boxes_at(
     per_level = torch.stack(
         [
             F.grid_sample(
-                r[image : image + 1], grid, mode="bilinear", padding_mode="border", align_corners=False
+                r[None], grid, mode="bilinear", padding_mode="border", align_corners=False
             )[0, :, 0]
             for r in box_reg
         ]
@@ -100,44 +102,45 @@ def box_area(boxes: Tensor) -> Tensor:
     return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
 
 
-def pixel_query_overlap(pixel_boxes: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
-    """Intersection and union areas of every pixel's box with every query box.
-
-    Args:
-        pixel_boxes: ``[P, 4]`` xyxy; queries: ``[K, 4]`` xyxy.
-
-    Returns:
-        ``inter [P, K]`` and ``union [P, K]`` float areas (pixels major, so that per-pixel
-        reductions read contiguous memory).
-    """
-    p = pixel_boxes[:, None, :]  # [P, 1, 4]
-    q = queries[None, :, :]  # [1, K, 4]
-    inter_w = (torch.minimum(p[..., 2], q[..., 2]) - torch.maximum(p[..., 0], q[..., 0])).clamp_(min=0)
-    inter_h = (torch.minimum(p[..., 3], q[..., 3]) - torch.maximum(p[..., 1], q[..., 1])).clamp_(min=0)
-    inter = inter_w.mul_(inter_h)  # [P, K]
-    union = (box_area(p) + box_area(q)).sub_(inter)  # [P, K]
+def box_overlap(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Intersection and union areas of xyxy boxes ``a [..., 4]`` and ``b [..., 4]`` (broadcast)."""
+    inter_w = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp_(min=0)
+    inter_h = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp_(min=0)
+    inter = inter_w.mul_(inter_h)
+    union = (box_area(a) + box_area(b)).sub_(inter)
     return inter, union
 
 
-def pixel_query_iou(pixel_boxes: Tensor, queries: Tensor, variant: Literal["iou", "tri"] = "iou") -> Tensor:
-    """P_loc(x, y, j) = IoU(B(x, y), B_j) between every pixel's box and every query box (Eq. 6).
+def box_iou(a: Tensor, b: Tensor, variant: Literal["iou", "tri"] = "iou") -> Tensor:
+    """P_loc = IoU(B(x, y), B_j) of xyxy boxes ``a [..., 4]`` and ``b [..., 4]`` (broadcast, Eq. 6).
 
     Args:
-        pixel_boxes: ``[P, 4]`` xyxy boxes B(x, y) of the dense box map.
-        queries: ``[K, 4]`` xyxy query boxes B_j.
         variant: ``"iou"``, the paper's I / U; or ``"tri"``, the original implementation's
             ``(I + 1) / (U + 1) - (G - U) / G`` with G the area of the enclosing box
             (a smoothed generalised IoU), which the converted TRI model was tuned with.
 
     Returns:
-        ``[P, K]`` float: IoU in [0, 1]; ``"tri"``: in (-1, 1].
+        ``"iou"``: in [0, 1]; ``"tri"``: in (-1, 1].
     """
-    inter, union = pixel_query_overlap(pixel_boxes, queries)
+    inter, union = box_overlap(a, b)
     if variant == "iou":
         return inter / union.clamp(min=torch.finfo(union.dtype).eps)
-    p = pixel_boxes[:, None, :]  # [P, 1, 4]
-    q = queries[None, :, :]  # [1, K, 4]
-    enclosing = (torch.maximum(p[..., 2], q[..., 2]) - torch.minimum(p[..., 0], q[..., 0])) * (
-        torch.maximum(p[..., 3], q[..., 3]) - torch.minimum(p[..., 1], q[..., 1])
+    enclosing = (torch.maximum(a[..., 2], b[..., 2]) - torch.minimum(a[..., 0], b[..., 0])) * (
+        torch.maximum(a[..., 3], b[..., 3]) - torch.minimum(a[..., 1], b[..., 1])
     ) + 1e-7
     return (inter + 1.0) / (union + 1.0) - (enclosing - union) / enclosing
+
+
+def pixel_query_overlap(pixel_boxes: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`box_overlap` of every pixel's box ``[P, 4]`` with every query box ``[K, 4]``.
+
+    Returns:
+        ``inter [P, K]`` and ``union [P, K]`` (pixels major, so that per-pixel reductions
+        read contiguous memory).
+    """
+    return box_overlap(pixel_boxes[:, None, :], queries[None, :, :])
+
+
+def pixel_query_iou(pixel_boxes: Tensor, queries: Tensor, variant: Literal["iou", "tri"] = "iou") -> Tensor:
+    """:func:`box_iou` of every pixel's box ``[P, 4]`` with every query box ``[K, 4]`` -> ``[P, K]``."""
+    return box_iou(pixel_boxes[:, None, :], queries[None, :, :], variant)

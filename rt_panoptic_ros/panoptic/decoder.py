@@ -4,10 +4,15 @@
 without loops over classes, boxes or pixels:
 
 1. queries: thresholded, top-k, class-aware NMS over the dense detections (Eq. 4);
-2. the dense box map B(x, y) chosen per pixel by the levelness (Eq. 14);
-3. masks M_j = IoU(B(x, y), B_j) * P_sem(c_j) > sigma (Eq. 5-7);
-4. fusion with the semantic argmax (Kirillov et al.), at stride 4;
-5. one nearest upsampling of the final maps to the image's size.
+2. the dense box map B(x, y) chosen per stride-4 cell by the levelness (Eq. 14);
+3. mask probabilities P_loc * P_sem per cell and query (Eq. 5-6), kept as the sparse
+   (cell, query) pairs above sigma (Eq. 7);
+4. every decision at the image's own pixels, as the original implementation makes them: the
+   mask probabilities and the semantic logits read bilinearly through every resize, then
+   thresholded / argmax'ed (:mod:`~rt_panoptic_ros.panoptic.sampling`). Only where the four
+   cells a pixel reads disagree is anything computed per pixel (:mod:`.pixels`);
+5. Kirillov fusion over blocks of pixels that decide alike and the single pixels that do
+   not, with their pixel counts as weights, so areas and thresholds are exact.
 
 It reads the outputs by field name only, so it serves every backend (PyTorch, ONNX Runtime,
 TensorRT) and never imports the network.
@@ -26,15 +31,31 @@ from torch import Tensor
 
 from rt_panoptic_ros.config import Config
 from rt_panoptic_ros.errors import InputError
-from rt_panoptic_ros.panoptic.boxes import BOX_MAP_STRIDE, box_levels, clip_boxes, dense_boxes_at
+from rt_panoptic_ros.panoptic.boxes import BOX_MAP_STRIDE, box_iou, box_levels, clip_boxes, dense_boxes_at
 from rt_panoptic_ros.panoptic.fusion import FusedCells, fuse
 from rt_panoptic_ros.panoptic.masks import Queries, instance_masks, select_queries
-from rt_panoptic_ros.panoptic.result import PanopticResult, Segment, instance_boxes
+from rt_panoptic_ros.panoptic.pixels import CellMasks, Pixels, mask_pairs, mixed_block_pixels, pixel_semantic
+from rt_panoptic_ros.panoptic.result import PanopticResult, Segment
+from rt_panoptic_ros.panoptic.sampling import (
+    AxisBlocks,
+    any_in_windows,
+    axis_blocks,
+    axis_sampling,
+    corner_disagreement,
+    fill_blocks,
+)
 
 ImageSize = tuple[int, int]
+#: Stride of the semantic logits (P3).
+SEMANTIC_STRIDE = 8
 
 
-def decode(outputs: Any, cfg: Config, image_size: ImageSize | Sequence[ImageSize]) -> list[PanopticResult]:
+def decode(
+    outputs: Any,
+    cfg: Config,
+    image_size: ImageSize | Sequence[ImageSize],
+    output_size: ImageSize | Sequence[ImageSize] | None = None,
+) -> list[PanopticResult]:
     """Decode a batch of head outputs into one :class:`PanopticResult` per image.
 
     Args:
@@ -43,8 +64,10 @@ def decode(outputs: Any, cfg: Config, image_size: ImageSize | Sequence[ImageSize
             [N,L+1,H'/4,W'/4]``, L x ``box_cls [N,C_th,h,w]``, ``box_reg [N,4,h,w]``,
             ``centerness [N,1,h,w]`` for an input of ``H' x W'``.
         cfg: ``cfg.decoder`` thresholds and ``cfg.dataset`` class meaning.
-        image_size: ``(H, W)`` of the image in the top-left of the (padded) input, one for
-            the whole batch or one per image; ``H <= H'``, ``W <= W'``.
+        image_size: ``(h, w)`` of the image in the top-left of the (padded) input, one for
+            the whole batch or one per image; ``h <= H'``, ``w <= W'``.
+        output_size: ``(H, W)`` of the original image when it was resized to ``image_size``
+            for the network; the results are decided at this size. Default: ``image_size``.
 
     Returns:
         N results with ``[H, W]`` maps on the outputs' device.
@@ -54,7 +77,8 @@ def decode(outputs: Any, cfg: Config, image_size: ImageSize | Sequence[ImageSize
     box_reg = [r.float() for r in outputs.box_reg]
     n, num_classes = semantic_logits.shape[:2]
     h4, w4 = levelness_logits.shape[-2:]
-    sizes = _image_sizes(image_size, n, (h4 * BOX_MAP_STRIDE, w4 * BOX_MAP_STRIDE))
+    contents = _image_sizes(image_size, n, (h4 * BOX_MAP_STRIDE, w4 * BOX_MAP_STRIDE))
+    sizes = contents if output_size is None else _image_sizes(output_size, n, None, "output_size")
     device = semantic_logits.device
     thing_ids = torch.tensor(cfg.dataset.thing_ids, dtype=torch.long, device=device)
     is_thing = torch.zeros(num_classes, dtype=torch.bool, device=device)
@@ -62,43 +86,124 @@ def decode(outputs: Any, cfg: Config, image_size: ImageSize | Sequence[ImageSize
 
     queries = select_queries(
         [c.float() for c in outputs.box_cls], box_reg, [o.float() for o in outputs.centerness],
-        sizes, cfg.decoder,
+        contents, cfg.decoder,
     )  # fmt: skip
-    levels = box_levels(levelness_logits)  # [N, h4, w4], 0 = background
+    levels = box_levels(levelness_logits, cfg.decoder.box_map_background)  # [N, h4, w4], 0 = no box
     # P_sem at stride 4: the stride-8 logits upsampled bilinearly, as the original.
-    semantic_logits = F.interpolate(semantic_logits, size=(h4, w4), mode="bilinear", align_corners=False)
+    logits4 = F.interpolate(semantic_logits, size=(h4, w4), mode="bilinear", align_corners=False)
 
     results = []
-    for i, (height, width) in enumerate(sizes):  # images differ in size and query count
-        hc, wc = math.ceil(height / BOX_MAP_STRIDE), math.ceil(width / BOX_MAP_STRIDE)
-        # Pixels-major [P, C] so that per-pixel reductions read contiguous memory.
-        logits = semantic_logits[i, :, :hc, :wc].permute(1, 2, 0).reshape(-1, num_classes)  # [P, C]
-        thing_probability = (logits[:, thing_ids] - logits.logsumexp(dim=1, keepdim=True)).exp()  # [P, C_th]
-        level = levels[i, :hc, :wc].reshape(-1)  # [P]
-        # M_j = P_loc * P_sem > sigma needs a box and P_sem > sigma (P_loc <= 1): only such
-        # cells can be in a mask, which leaves out most of a street scene before the [P, K] work.
-        cells = torch.nonzero((level > 0) & (thing_probability.amax(dim=1) > cfg.decoder.mask_thresh))
-        cells = cells.squeeze(1)  # [P'] indices into the cropped [hc, wc] grid
-        cells = cells[torch.argsort(_tile_index(cells, wc), stable=True)]  # nearby cells together
-        full_grid_cells = (cells // wc) * w4 + cells % wc  # the same cells in the [h4, w4] grid
-        boxes = dense_boxes_at(box_reg, i, full_grid_cells, level[cells], (h4, w4))  # [P', 4]
-        # Queries are clipped to the image, so are the pixels' boxes: IoUs of visible extents.
-        boxes = clip_boxes(boxes, torch.tensor([height, width], device=device))
+    for i, (content, size) in enumerate(zip(contents, sizes, strict=True)):  # sizes and queries differ
         q = queries.of_image(i)
-        pair_cells, pair_queries = instance_masks(
-            boxes,
-            q.boxes,
-            q.labels,
-            thing_probability[cells],
-            cfg.decoder.iou_variant,
-            cfg.decoder.mask_thresh,
-        )  # M_j as (cell, query) pairs
-        fused = fuse(
-            cells[pair_cells], pair_queries, thing_ids[q.labels], logits.max(dim=1).indices, is_thing,
-            cell_weights(height, width, device), cfg.decoder.overlap_threshold, cfg.decoder.stuff_area,
+        confident = q.scores >= cfg.decoder.instance_score_thresh
+        q = Queries(q.image[confident], q.boxes[confident], q.labels[confident], q.scores[confident])
+        results.append(
+            _decode_image(
+                semantic_logits[i], logits4[i], levels[i], [r[i] for r in box_reg], q, content, size, cfg,
+                thing_ids, is_thing,
+            )
         )  # fmt: skip
-        results.append(_to_result(fused, q, thing_ids[q.labels], (hc, wc), (height, width), cfg))
     return results
+
+
+def _decode_image(
+    logits8: Tensor,
+    logits4: Tensor,
+    level: Tensor,
+    box_reg: list[Tensor],
+    q: Queries,
+    content: ImageSize,
+    size: ImageSize,
+    cfg: Config,
+    thing_ids: Tensor,
+    is_thing: Tensor,
+) -> PanopticResult:
+    """One image: ``logits8 [C, h8, w8]``, ``logits4 [C, h4, w4]``, ``level [h4, w4]``."""
+    device = logits8.device
+    (height, width), (hc, wc) = size, content
+    d = cfg.decoder
+    rows4 = axis_sampling(height, hc, BOX_MAP_STRIDE, level.shape[0], device)
+    cols4 = axis_sampling(width, wc, BOX_MAP_STRIDE, level.shape[1], device)
+    rows8 = axis_sampling(height, hc, SEMANTIC_STRIDE, logits8.shape[1], device)
+    cols8 = axis_sampling(width, wc, SEMANTIC_STRIDE, logits8.shape[2], device)
+
+    cell_masks = _cell_masks(logits4, level, box_reg, q, content, (rows4, cols4), d, thing_ids)
+    words = cell_masks.words
+    mask_mixed = corner_disagreement(words[..., 0] if words.shape[-1] == 1 else words)  # [hn, wn]
+    hn8, wn8 = int(rows8.high[-1]) + 1, int(cols8.high[-1]) + 1
+    semantic8 = logits8[:, :hn8, :wn8].max(dim=0).indices  # [hn8, wn8] argmax
+    semantic_mixed = corner_disagreement(semantic8)
+
+    # Blocks of pixels reading the same four stride-4 cells; mixed where any decision can differ.
+    rows, cols = axis_blocks(rows4), axis_blocks(cols4)
+    block_mask_mixed = mask_mixed[rows.low][:, cols.low]  # [R, C]
+    block_semantic_mixed = any_in_windows(
+        semantic_mixed, (rows8.low[rows.start], rows8.low[rows.last]), (cols8.low[cols.start], cols8.low[cols.last])
+    )  # fmt: skip
+    mixed = block_mask_mixed | block_semantic_mixed
+    num_blocks = mixed.numel()
+    block_cells = (rows.low[:, None] * cell_masks.width + cols.low[None, :]).reshape(-1)  # top-left cell
+    block_weights = (rows.length[:, None] * cols.length[None, :]).reshape(-1) * ~mixed.reshape(-1)
+    block_semantic = semantic8[rows8.low[rows.start]][:, cols8.low[cols.start]].reshape(-1)
+    uniform = (~mixed).reshape(-1).nonzero().squeeze(1)
+    block_pairs = cell_masks.expand(uniform, block_cells[uniform])
+
+    pixels = mixed_block_pixels(mixed, block_mask_mixed, rows, cols)
+    pixel_classes = pixel_semantic(logits8, semantic8, semantic_mixed, pixels, rows8, cols8)
+    pixel_pairs = mask_pairs(cell_masks, pixels, block_cells, (rows, cols), (rows4, cols4), d.mask_thresh)
+
+    fused = fuse(
+        torch.cat((block_pairs[0], pixel_pairs[0] + num_blocks)),
+        torch.cat((block_pairs[1], pixel_pairs[1])),
+        thing_ids[q.labels],
+        torch.cat((block_semantic, pixel_classes)),
+        is_thing,
+        torch.cat((block_weights, torch.ones(len(pixels), dtype=torch.long, device=device))),
+        d.overlap_threshold,
+        d.stuff_area,
+    )
+    return _to_result(fused, q, thing_ids[q.labels], (rows, cols), pixels, cfg)
+
+
+def _cell_masks(
+    logits4: Tensor,
+    level: Tensor,
+    box_reg: list[Tensor],
+    q: Queries,
+    content: ImageSize,
+    sampling: tuple[Any, Any],
+    d: Any,
+    thing_ids: Tensor,
+) -> CellMasks:
+    """M_j on the stride-4 cells the image reads (Eq. 5-7), as sparse (cell, query) pairs."""
+    rows4, cols4 = sampling
+    h4, w4 = level.shape
+    hn, wn = int(rows4.high[-1]) + 1, int(cols4.high[-1]) + 1  # cells the pixels read
+    num_classes = logits4.shape[0]
+    logits = logits4[:, :hn, :wn].permute(1, 2, 0).reshape(-1, num_classes)  # [P, C] pixels-major
+    thing_probability = (logits[:, thing_ids] - logits.logsumexp(dim=1, keepdim=True)).exp()  # [P, C_th]
+    level = level[:hn, :wn].reshape(-1)  # [P]
+    limits = torch.tensor(content, device=level.device)
+
+    def boxes_at(cells: Tensor) -> Tensor:
+        """B(x, y) of cells of the [hn, wn] grid (any level >= 1), clipped like the queries."""
+        full_grid = (cells // wn) * w4 + cells % wn
+        return clip_boxes(dense_boxes_at(box_reg, full_grid, level[cells].clamp(min=1), (h4, w4)), limits)
+
+    # M_j = P_loc * P_sem > sigma needs a box and P_sem > sigma (P_loc <= 1): only such
+    # cells can be in a mask, which leaves out most of a street scene before the [P, K] work.
+    cells = torch.nonzero((level > 0) & (thing_probability.amax(dim=1) > d.mask_thresh)).squeeze(1)
+    cells = cells[torch.argsort(_tile_index(cells, wn), stable=True)]  # nearby cells together
+    pair_cells, pair_queries = instance_masks(
+        boxes_at(cells), q.boxes, q.labels, thing_probability[cells], d.iou_variant, d.mask_thresh
+    )
+
+    def value(cells: Tensor, queries: Tensor) -> Tensor:
+        """P_loc * P_sem of (cell, query) pairs (Eq. 5-6); 0 for cells without a box."""
+        p_loc = box_iou(boxes_at(cells), q.boxes[queries], d.iou_variant)
+        return torch.where(level[cells] > 0, p_loc * thing_probability[cells, q.labels[queries]], 0.0)
+
+    return CellMasks.from_pairs(cells[pair_cells], pair_queries, (hn, wn), len(q.boxes), value)
 
 
 #: Side (in stride-4 cells) of the square tiles the mask computation walks the image by.
@@ -111,38 +216,24 @@ def _tile_index(cells: Tensor, width: int) -> Tensor:
     return (rows // _TILE) * ((width + _TILE - 1) // _TILE) + cols // _TILE
 
 
-def cell_weights(height: int, width: int, device: torch.device) -> Tensor:
-    """``[ceil(H/4) * ceil(W/4)]`` output pixels each stride-4 cell becomes (16, less at the edges)."""
-    s = BOX_MAP_STRIDE
-    wy = torch.full((math.ceil(height / s),), float(s), device=device)
-    wx = torch.full((math.ceil(width / s),), float(s), device=device)
-    wy[-1] = height - s * (len(wy) - 1)
-    wx[-1] = width - s * (len(wx) - 1)
-    return (wy[:, None] * wx[None, :]).reshape(-1)
-
-
-def upsample_cells(cells: Tensor, height: int, width: int) -> Tensor:
-    """Nearest upsampling of a ``[h, w]`` stride-4 map to ``[height, width]`` (one copy)."""
-    h, w = cells.shape
-    s = BOX_MAP_STRIDE
-    full = cells[:, None, :, None].expand(h, s, w, s).reshape(h * s, w * s)
-    return full[:height, :width].contiguous()
-
-
 def _to_result(
-    fused: FusedCells, q: Queries, classes: Tensor, cells: ImageSize, size: ImageSize, cfg: Config
+    fused: FusedCells, q: Queries, classes: Tensor, blocks: tuple[AxisBlocks, AxisBlocks], pixels: Pixels,
+    cfg: Config,
 ) -> PanopticResult:
-    hc, wc = cells
-    height, width = size
+    """Blocks and pixels -> the ``[H, W]`` maps and the segments."""
+    rows, cols = blocks
+    num_blocks = len(rows) * len(cols)
     semantic_dtype = torch.uint8 if cfg.dataset.num_classes <= 255 else torch.int32
     instance_dtype = torch.int16 if cfg.decoder.max_detections <= 32767 else torch.int32
-    semantic = upsample_cells(fused.semantic.view(hc, wc).to(semantic_dtype), height, width)
-    instance = upsample_cells(fused.instance.view(hc, wc).to(instance_dtype), height, width)
-    boxes = instance_boxes(fused.instance.view(hc, wc), len(fused.kept), size, cell=BOX_MAP_STRIDE)
+    semantic = fill_blocks(fused.semantic[:num_blocks].view(len(rows), len(cols)).to(semantic_dtype), rows, cols)
+    instance = fill_blocks(fused.instance[:num_blocks].view(len(rows), len(cols)).to(instance_dtype), rows, cols)
+    semantic[pixels.y, pixels.x] = fused.semantic[num_blocks:].to(semantic_dtype)
+    instance[pixels.y, pixels.x] = fused.instance[num_blocks:].to(instance_dtype)
+    boxes = _segment_boxes(fused.instance, len(fused.kept), blocks, pixels)
     # One host transfer for all the per-instance numbers.
     columns = zip(
         classes[fused.kept].tolist(), q.scores[fused.kept].tolist(), boxes.tolist(),
-        fused.areas.round().long().tolist(), strict=True,
+        fused.areas.long().tolist(), strict=True,
     )  # fmt: skip
     segments = [
         Segment(id=k, category_id=c, score=s, bbox=tuple(b), area=a)
@@ -151,15 +242,37 @@ def _to_result(
     return PanopticResult(semantic=semantic, instance=instance, segments=segments)
 
 
-def _image_sizes(image_size: ImageSize | Sequence[ImageSize], n: int, padded: ImageSize) -> list[ImageSize]:
-    """One ``(H, W)`` per image, checked against the padded input size."""
+def _segment_boxes(instance: Tensor, count: int, blocks: tuple[AxisBlocks, AxisBlocks], pixels: Pixels) -> Tensor:
+    """Tight ``[count, 4]`` xyxy boxes (x2, y2 exclusive) of the instances, from their units."""
+    rows, cols = blocks
+    device = instance.device
+    y0 = torch.cat((rows.start[:, None].expand(len(rows), len(cols)).reshape(-1), pixels.y))
+    x0 = torch.cat((cols.start[None, :].expand(len(rows), len(cols)).reshape(-1), pixels.x))
+    y1 = torch.cat(((rows.start + rows.length)[:, None].expand(len(rows), len(cols)).reshape(-1), pixels.y + 1))
+    x1 = torch.cat(((cols.start + cols.length)[None, :].expand(len(rows), len(cols)).reshape(-1), pixels.x + 1))
+    owned = (instance > 0).nonzero().squeeze(1)
+    ids = instance[owned] - 1
+    big = torch.iinfo(torch.long).max
+    lows = torch.full((2, count), big, dtype=torch.long, device=device)
+    highs = torch.zeros((2, count), dtype=torch.long, device=device)
+    lows = lows.scatter_reduce(1, ids[None].expand(2, -1), torch.stack((x0[owned], y0[owned])), reduce="amin")
+    highs = highs.scatter_reduce(1, ids[None].expand(2, -1), torch.stack((x1[owned], y1[owned])), reduce="amax")
+    return torch.stack((lows[0], lows[1], highs[0], highs[1]), dim=1).float()
+
+
+def _image_sizes(
+    image_size: ImageSize | Sequence[ImageSize], n: int, padded: ImageSize | None, name: str = "image_size"
+) -> list[ImageSize]:
+    """One ``(H, W)`` per image, checked against the padded input size (if given)."""
     if len(image_size) == 2 and all(isinstance(v, numbers.Integral) for v in image_size):
         sizes = [tuple(image_size)] * n
     else:
         sizes = [tuple(s) for s in image_size]
     if len(sizes) != n:
-        raise InputError(f"image_size: {len(sizes)} sizes for a batch of {n} images")
+        raise InputError(f"{name}: {len(sizes)} sizes for a batch of {n} images")
     for h, w in sizes:
-        if not (0 < h <= padded[0] and 0 < w <= padded[1]):
+        if not (0 < h and 0 < w):
+            raise InputError(f"{name}: ({h}, {w}) is empty")
+        if padded is not None and not (h <= padded[0] and w <= padded[1]):
             raise InputError(f"image_size: ({h}, {w}) does not fit the network input {padded[0]}x{padded[1]}")
     return [(int(h), int(w)) for h, w in sizes]
