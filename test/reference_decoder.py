@@ -83,7 +83,9 @@ def reference_decode(outputs, cfg: Config, image_size, output_size=None) -> list
     if output_size is None:
         outputs_sizes = contents
     else:
-        outputs_sizes = [tuple(output_size)] * n if isinstance(output_size[0], int) else [tuple(s) for s in output_size]
+        outputs_sizes = (
+            [tuple(output_size)] * n if isinstance(output_size[0], int) else [tuple(s) for s in output_size]
+        )
     queries = select_queries(
         [c.float() for c in outputs.box_cls], [r.float() for r in outputs.box_reg],
         [o.float() for o in outputs.centerness], contents, d,
@@ -97,7 +99,9 @@ def reference_decode(outputs, cfg: Config, image_size, output_size=None) -> list
         q = queries.of_image(i)
         keep = q.scores >= d.instance_score_thresh
         q = type(q)(q.image[keep], q.boxes[keep], q.labels[keep], q.scores[keep])
-        masks = sample(query_mask_probabilities(outputs, cfg, i, q, content), size, content, 4) > d.mask_thresh
+        masks = (
+            sample(query_mask_probabilities(outputs, cfg, i, q, content), size, content, 4) > d.mask_thresh
+        )
         semantic_argmax = sample(outputs.semantic_logits[i].float(), size, content, 8).argmax(0)  # [H, W]
         results.append(_fuse(masks, q, semantic_argmax, cfg, is_thing, void))
     return results

@@ -103,3 +103,30 @@ def batch(*outputs: HeadOutputs) -> HeadOutputs:
         box_reg=[torch.cat(x) for x in zip(*(o.box_reg for o in outputs), strict=True)],
         centerness=[torch.cat(x) for x in zip(*(o.centerness for o in outputs), strict=True)],
     )
+
+
+def random_outputs(
+    generator: torch.Generator, height: int, width: int, classes: int = len(CLASSES)
+) -> HeadOutputs:
+    """Smooth random head outputs of one ``height x width`` input: many boundaries, many queries.
+
+    Semantic and levelness logits are random fields at a quarter of their map's resolution,
+    upsampled (so regions have boundaries in every direction); boxes of every level are random
+    sizes up to four strides; box-class logits are mostly low with scattered candidates.
+    """
+
+    def field(channels: int, h: int, w: int, scale: float) -> torch.Tensor:
+        coarse = torch.randn(1, channels, max(1, h // 4), max(1, w // 4), generator=generator) * scale
+        return torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+
+    box_cls, box_reg, centerness = [], [], []
+    for stride in FPN_STRIDES:
+        h, w = height // stride, width // stride
+        box_cls.append(torch.randn(1, len(THINGS), h, w, generator=generator) * 3 - 3)
+        box_reg.append(torch.rand(1, 4, h, w, generator=generator) * stride * 4 + 2)
+        centerness.append(torch.randn(1, 1, h, w, generator=generator))
+    return HeadOutputs(
+        semantic_logits=field(classes, height // 8, width // 8, 4.0),
+        levelness_logits=field(len(FPN_STRIDES) + 1, height // 4, width // 4, 3.0),
+        box_cls=box_cls, box_reg=box_reg, centerness=centerness,
+    )  # fmt: skip

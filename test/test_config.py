@@ -24,7 +24,7 @@ def test_replace_as_design_says():
     assert cfg.decoder.stuff_area == 0
     assert set(f.name for f in dataclasses.fields(cfg.decoder)) == {
         "pre_nms_thresh", "pre_nms_top_n", "nms_thresh", "max_detections", "mask_thresh",
-        "overlap_threshold", "stuff_area", "iou_variant",
+        "overlap_threshold", "stuff_area", "iou_variant", "instance_score_thresh", "box_map_background",
     }  # fmt: skip
 
 
@@ -37,6 +37,7 @@ def test_tri_preset_matches_checkpoint_layout():
     assert cfg.input.pixel_mean == (102.9801, 115.9465, 122.7717)
     assert (cfg.model.semantic_channels, cfg.model.localization_channels) == (128, 256)
     assert cfg.decoder.iou_variant == "tri"
+    assert cfg.decoder.box_map_background == "tri"  # the original code's box map rule
 
 
 def test_partial_yaml_takes_defaults(tmp_path):

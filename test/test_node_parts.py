@@ -29,8 +29,10 @@ def test_every_parameter_is_described_and_defaults_are_valid():
     assert decoder == {
         "decoder.pre_nms_thresh", "decoder.pre_nms_top_n", "decoder.nms_thresh", "decoder.max_detections",
         "decoder.mask_thresh", "decoder.overlap_threshold", "decoder.stuff_area", "decoder.iou_variant",
+        "decoder.instance_score_thresh", "decoder.box_map_background",
     }  # fmt: skip
     assert specs()["decoder.iou_variant"].default == "tri"  # from the model's config
+    assert specs()["decoder.box_map_background"].choices == ("exclude", "tri")
 
 
 @pytest.mark.parametrize(

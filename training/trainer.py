@@ -47,7 +47,6 @@ from rt_panoptic_ros.model.checkpoint import load_checkpoint, load_weights, save
 from rt_panoptic_ros.panoptic import decode
 from rt_panoptic_ros.panoptic.coco_format import to_coco_panoptic
 from rt_panoptic_ros.panoptic.fusion import void_label
-from rt_panoptic_ros.panoptic.result import resize_result
 from rt_panoptic_ros.training.data import PanopticDataset, cityscapes_panoptic, coco_panoptic
 from rt_panoptic_ros.training.data.panoptic_format import Segment
 from rt_panoptic_ros.training.data.transforms import (
@@ -609,9 +608,7 @@ class Trainer:
                 padded = torch.zeros((1, 3, *(_round_up(s) for s in size)), dtype=torch.uint8)
                 padded[0, :, : size[0], : size[1]] = image
                 outputs = self.model(padded.to(self.device))
-                result = decode(outputs, self.model_cfg, size)[0]
-                if tuple(result.semantic.shape) != original:
-                    result = resize_result(result, original)
+                result = decode(outputs, self.model_cfg, size, original)[0]
                 pred_ids, pred_info = to_coco_panoptic(result, self.model_cfg, void)
                 ann = val.annotations[index]
                 gt_ids = read_panoptic_png(val.files(index)[1])

@@ -86,9 +86,7 @@ def dense_boxes_at(box_reg: list[Tensor], cells: Tensor, levels: Tensor, map_siz
     grid = grid.view(1, 1, -1, 2)
     per_level = torch.stack(
         [
-            F.grid_sample(
-                r[None], grid, mode="bilinear", padding_mode="border", align_corners=False
-            )[0, :, 0]
+            F.grid_sample(r[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0, :, 0]
             for r in box_reg
         ]
     )  # [L, 4, P]

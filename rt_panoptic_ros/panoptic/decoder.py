@@ -20,7 +20,6 @@ TensorRT) and never imports the network.
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -138,8 +137,10 @@ def _decode_image(
     rows, cols = axis_blocks(rows4), axis_blocks(cols4)
     block_mask_mixed = mask_mixed[rows.low][:, cols.low]  # [R, C]
     block_semantic_mixed = any_in_windows(
-        semantic_mixed, (rows8.low[rows.start], rows8.low[rows.last]), (cols8.low[cols.start], cols8.low[cols.last])
-    )  # fmt: skip
+        semantic_mixed,
+        (rows8.low[rows.start], rows8.low[rows.last]),
+        (cols8.low[cols.start], cols8.low[cols.last]),
+    )
     mixed = block_mask_mixed | block_semantic_mixed
     num_blocks = mixed.numel()
     block_cells = (rows.low[:, None] * cell_masks.width + cols.low[None, :]).reshape(-1)  # top-left cell
@@ -217,7 +218,11 @@ def _tile_index(cells: Tensor, width: int) -> Tensor:
 
 
 def _to_result(
-    fused: FusedCells, q: Queries, classes: Tensor, blocks: tuple[AxisBlocks, AxisBlocks], pixels: Pixels,
+    fused: FusedCells,
+    q: Queries,
+    classes: Tensor,
+    blocks: tuple[AxisBlocks, AxisBlocks],
+    pixels: Pixels,
     cfg: Config,
 ) -> PanopticResult:
     """Blocks and pixels -> the ``[H, W]`` maps and the segments."""
@@ -225,8 +230,12 @@ def _to_result(
     num_blocks = len(rows) * len(cols)
     semantic_dtype = torch.uint8 if cfg.dataset.num_classes <= 255 else torch.int32
     instance_dtype = torch.int16 if cfg.decoder.max_detections <= 32767 else torch.int32
-    semantic = fill_blocks(fused.semantic[:num_blocks].view(len(rows), len(cols)).to(semantic_dtype), rows, cols)
-    instance = fill_blocks(fused.instance[:num_blocks].view(len(rows), len(cols)).to(instance_dtype), rows, cols)
+    semantic = fill_blocks(
+        fused.semantic[:num_blocks].view(len(rows), len(cols)).to(semantic_dtype), rows, cols
+    )
+    instance = fill_blocks(
+        fused.instance[:num_blocks].view(len(rows), len(cols)).to(instance_dtype), rows, cols
+    )
     semantic[pixels.y, pixels.x] = fused.semantic[num_blocks:].to(semantic_dtype)
     instance[pixels.y, pixels.x] = fused.instance[num_blocks:].to(instance_dtype)
     boxes = _segment_boxes(fused.instance, len(fused.kept), blocks, pixels)
@@ -242,21 +251,29 @@ def _to_result(
     return PanopticResult(semantic=semantic, instance=instance, segments=segments)
 
 
-def _segment_boxes(instance: Tensor, count: int, blocks: tuple[AxisBlocks, AxisBlocks], pixels: Pixels) -> Tensor:
+def _segment_boxes(
+    instance: Tensor, count: int, blocks: tuple[AxisBlocks, AxisBlocks], pixels: Pixels
+) -> Tensor:
     """Tight ``[count, 4]`` xyxy boxes (x2, y2 exclusive) of the instances, from their units."""
     rows, cols = blocks
     device = instance.device
     y0 = torch.cat((rows.start[:, None].expand(len(rows), len(cols)).reshape(-1), pixels.y))
     x0 = torch.cat((cols.start[None, :].expand(len(rows), len(cols)).reshape(-1), pixels.x))
-    y1 = torch.cat(((rows.start + rows.length)[:, None].expand(len(rows), len(cols)).reshape(-1), pixels.y + 1))
-    x1 = torch.cat(((cols.start + cols.length)[None, :].expand(len(rows), len(cols)).reshape(-1), pixels.x + 1))
+    y1 = torch.cat(
+        ((rows.start + rows.length)[:, None].expand(len(rows), len(cols)).reshape(-1), pixels.y + 1)
+    )
+    x1 = torch.cat(
+        ((cols.start + cols.length)[None, :].expand(len(rows), len(cols)).reshape(-1), pixels.x + 1)
+    )
     owned = (instance > 0).nonzero().squeeze(1)
     ids = instance[owned] - 1
     big = torch.iinfo(torch.long).max
     lows = torch.full((2, count), big, dtype=torch.long, device=device)
     highs = torch.zeros((2, count), dtype=torch.long, device=device)
     lows = lows.scatter_reduce(1, ids[None].expand(2, -1), torch.stack((x0[owned], y0[owned])), reduce="amin")
-    highs = highs.scatter_reduce(1, ids[None].expand(2, -1), torch.stack((x1[owned], y1[owned])), reduce="amax")
+    highs = highs.scatter_reduce(
+        1, ids[None].expand(2, -1), torch.stack((x1[owned], y1[owned])), reduce="amax"
+    )
     return torch.stack((lows[0], lows[1], highs[0], highs[1]), dim=1).float()
 
 

@@ -69,7 +69,9 @@ class CellMasks:
         num_words = max(1, math.ceil(num_queries / _WORD_BITS))
         words = torch.zeros(num_cells * num_words, dtype=torch.long, device=cells.device)
         # Each pair sets one distinct bit, so adding the bits is or-ing them.
-        words.index_add_(0, cells * num_words + queries // _WORD_BITS, torch.ones_like(queries) << queries % _WORD_BITS)
+        words.index_add_(
+            0, cells * num_words + queries // _WORD_BITS, torch.ones_like(queries) << queries % _WORD_BITS
+        )
         return cls(shape, ptr, queries, words.view(*shape, num_words), value)
 
     @property
@@ -123,7 +125,8 @@ def mixed_block_pixels(mixed: Tensor, mask_mixed: Tensor, rows: AxisBlocks, cols
     segment, position = segment_positions(first, count)
     offset = position - first[segment]
     return Pixels(
-        y=rows.start[a][segment] + offset // width[segment], x=cols.start[b][segment] + offset % width[segment],
+        y=rows.start[a][segment] + offset // width[segment],
+        x=cols.start[b][segment] + offset % width[segment],
         block=a * len(cols) + b, rows=a, cols=b, first=first, count=count, mask_mixed=mask_mixed[a, b],
     )  # fmt: skip
 
@@ -142,7 +145,8 @@ def pixel_semantic(
     combination keeps it first). Elsewhere only classes that can win are read: class d can
     beat class c at some point between the corners only if d's largest corner logit reaches
     c's smallest, so the candidates are those whose largest corner logit reaches
-    ``max_c min_corner l_c``; usually two or three of C.
+    ``max_c min_corner l_c``; usually two or three of C. Each such square is evaluated densely
+    over all the pixels that read it, and the listed pixels look their class up.
 
     Args:
         logits8: ``[C, h8, w8]``; semantic8: ``[hn8, wn8]`` their argmax on the cells read;
@@ -160,7 +164,42 @@ def pixel_semantic(
     squares = torch.full((hn8, wn8), -1, dtype=torch.long, device=classes.device)
     dr, dc = semantic_mixed.nonzero().unbind(1)
     squares[dr, dc] = torch.arange(len(dr), device=classes.device)
-    dr1, dc1 = (dr + 1).clamp(max=hn8 - 1), (dc + 1).clamp(max=wn8 - 1)
+    row_first, row_frac = _lines(rows8, hn8)
+    col_first, col_frac = _lines(cols8, wn8)
+    square_classes = _square_argmax(logits8, (dr, dc), row_frac[dr], col_frac[dc])  # [D, my, mx]
+    y, x, r, c = pixels.y[need], pixels.x[need], r[need], c[need]
+    my, mx = square_classes.shape[1:]
+    flat = (squares[r, c] * my + (y - row_first[r])) * mx + (x - col_first[c])
+    classes[need] = square_classes.view(-1)[flat]
+    return classes
+
+
+def _lines(sampling: AxisSampling, lines: int) -> tuple[Tensor, Tensor]:
+    """Per grid line: its first reading pixel, and the ``frac`` of each of its pixels (padded).
+
+    Returns:
+        ``first [lines]`` and ``frac [lines, m]``, m the most pixels any line has.
+    """
+    ids = torch.arange(lines, device=sampling.low.device)
+    first = torch.searchsorted(sampling.low, ids)
+    count = torch.searchsorted(sampling.low, ids, right=True) - first
+    width = max(int(count.max()), 1)
+    index = (first[:, None] + torch.arange(width, device=ids.device)).clamp_(max=len(sampling.low) - 1)
+    return first, sampling.frac[index]
+
+
+def _square_argmax(logits8: Tensor, squares: tuple[Tensor, Tensor], fy: Tensor, fx: Tensor) -> Tensor:
+    """Argmax of the bilinear logits over the pixels of some squares, among their candidates.
+
+    Args:
+        squares: ``(rows [D], cols [D])`` top-left cell of each square.
+        fy: ``[D, my]`` and fx: ``[D, mx]`` fractions of the pixels reading each square.
+
+    Returns:
+        ``[D, my, mx]`` int64 class.
+    """
+    dr, dc = squares
+    dr1, dc1 = (dr + 1).clamp(max=logits8.shape[1] - 1), (dc + 1).clamp(max=logits8.shape[2] - 1)
     corners = torch.stack(
         (logits8[:, dr, dc], logits8[:, dr, dc1], logits8[:, dr1, dc], logits8[:, dr1, dc1])
     ).permute(2, 0, 1)  # [D, 4, C]
@@ -168,17 +207,22 @@ def pixel_semantic(
     candidate = corners.amax(dim=1) >= reach  # [D, C]
     num_classes = candidate.shape[1]
     width = int(candidate.sum(dim=1).max())
-    ids = torch.arange(num_classes, device=classes.device)
+    ids = torch.arange(num_classes, device=dr.device)
     # Candidates first, each group in class order, so that argmax ties go to the lowest id.
     order = torch.sort(torch.where(candidate, ids, ids + num_classes), dim=1).indices[:, :width]  # [D, k]
     valid = candidate.gather(1, order)
-    chosen = corners.gather(2, order[:, None, :].expand(-1, 4, -1))  # [D, 4, k]
-    square = squares[r[need], c[need]]
-    v = chosen[square]  # [P', 4, k]
-    fy, fx = rows8.frac[pixels.y[need]][:, None], cols8.frac[pixels.x[need]][:, None]
-    value = bilinear(v[:, 0], v[:, 1], v[:, 2], v[:, 3], fy, fx).masked_fill_(~valid[square], -math.inf)
-    classes[need] = order[square].gather(1, value.argmax(dim=1, keepdim=True)).squeeze(1)
-    return classes
+    v = corners.gather(2, order[:, None, :].expand(-1, 4, -1))[..., None, None]  # [D, 4, k, 1, 1]
+    fy, fx = fy[:, None, :, None], fx[:, None, None, :]  # [D, 1, my, 1], [D, 1, 1, mx]
+    value = bilinear(v[:, 0], v[:, 1], v[:, 2], v[:, 3], fy, fx)  # [D, k, my, mx]
+    value.masked_fill_(~valid[:, :, None, None], -math.inf)
+    # A running maximum over the few candidates (a strict > keeps the lower id on ties);
+    # argmax over a middle dimension is many times slower on CPUs.
+    best, choice = value[:, 0], torch.zeros_like(value[:, 0], dtype=torch.long)
+    for k in range(1, width):
+        better = value[:, k] > best
+        best = torch.where(better, value[:, k], best)
+        choice.masked_fill_(better, k)
+    return order.gather(1, choice.flatten(1)).view(choice.shape)
 
 
 def mask_pairs(
@@ -233,7 +277,9 @@ def mask_pairs(
     block, query = torch.cat(blocks_of), torch.cat(queries_of)
     inside = torch.stack([masks.contains(corners[k][block], query) for k in range(4)]).all(dim=0)
     # Masks that hold all four corners hold every pixel of the block.
-    segment, position = segment_positions(pixels.first[mixed][block[inside]], pixels.count[mixed][block[inside]])
+    segment, position = segment_positions(
+        pixels.first[mixed][block[inside]], pixels.count[mixed][block[inside]]
+    )
     pair_pixels.append(position)
     pair_queries.append(query[inside][segment])
     # The others: bilinear P_loc * P_sem per pixel, then the threshold.

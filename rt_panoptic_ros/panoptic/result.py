@@ -74,34 +74,3 @@ def instance_boxes(instance: Tensor, count: int, size: tuple[int, int], cell: in
     return torch.stack(
         (lows[0], lows[1], highs[0].clamp(max=width), highs[1].clamp(max=height)), dim=1
     ).float()
-
-
-def resize_result(result: PanopticResult, size: tuple[int, int]) -> PanopticResult:
-    """Nearest-neighbour resize of a result's maps to ``size``, segments recomputed to match.
-
-    Instances that vanish (a downscale can swallow a tiny one) are dropped and the rest keep
-    their order with ids renumbered 1..K'.
-    """
-    height, width = size
-    h, w = result.semantic.shape
-    device = result.semantic.device
-    rows = ((torch.arange(height, device=device) + 0.5) * (h / height)).long().clamp_(max=h - 1)
-    cols = ((torch.arange(width, device=device) + 0.5) * (w / width)).long().clamp_(max=w - 1)
-    semantic = result.semantic[rows][:, cols]
-    instance = result.instance[rows][:, cols]
-    count = len(result.segments)
-    areas = torch.bincount(instance.reshape(-1).long(), minlength=count + 1)[1:]
-    present = areas > 0
-    if not bool(present.all()):
-        lut = torch.zeros(count + 1, dtype=instance.dtype, device=device)
-        lut[1:] = (torch.cumsum(present, 0) * present).to(instance.dtype)
-        instance = lut[instance.long()]
-    boxes = instance_boxes(instance, int(present.sum()), size)
-    survivors = [s for s, keep in zip(result.segments, present.tolist(), strict=True) if keep]
-    segments = [
-        Segment(id=k, category_id=s.category_id, score=s.score, bbox=tuple(b), area=a)
-        for k, (s, b, a) in enumerate(
-            zip(survivors, boxes.tolist(), areas[present].tolist(), strict=True), start=1
-        )
-    ]
-    return PanopticResult(semantic=semantic, instance=instance, segments=segments)

@@ -9,16 +9,16 @@ model ships with the thresholds it was tuned with; they can be changed while run
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from rt_panoptic_ros.config import SIZE_DIVISIBILITY, Config, DecoderConfig
 from rt_panoptic_ros.ros.qos import OUTPUT_RELIABILITY_SETTINGS, RELIABILITY_SETTINGS
 
 BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "tensorrt")
 RELIABILITY_CHOICES = RELIABILITY_SETTINGS
-IOU_VARIANTS = ("iou", "tri")
 #: Largest network input side the node accepts (pixels): beyond it memory, not accuracy, grows.
 MAX_INPUT_SIDE = 8192
 
@@ -121,12 +121,15 @@ _DECODER_DESCRIPTIONS = {
     "overlap_threshold": "drop an instance already covered by more than this fraction of its area",
     "stuff_area": "stuff segments smaller than this (pixels) become void",
     "iou_variant": "iou (the paper's) or tri (the original code's, for the converted TRI model)",
+    "instance_score_thresh": "detections scoring below this take no part in fusion (0 = keep all)",
+    "box_map_background": "exclude (background pixels take no box) or tri (the original: every pixel does)",
 }
 _DECODER_RANGES: dict[str, tuple[float, float, float]] = {
     "pre_nms_thresh": (0.0, 1.0, 0),
     "nms_thresh": (0.0, 1.0, 0),
     "mask_thresh": (0.0, 1.0, 0),
     "overlap_threshold": (0.0, 1.0, 0),
+    "instance_score_thresh": (0.0, 1.0, 0),
     "pre_nms_top_n": (1, 100000, 1),
     "max_detections": (1, 10000, 1),
     "stuff_area": (0, 10**8, 1),
@@ -136,6 +139,7 @@ _DECODER_RANGES: dict[str, tuple[float, float, float]] = {
 def decoder_parameters(decoder: DecoderConfig) -> list[ParamSpec]:
     """``decoder.<field>`` for every field of :class:`DecoderConfig`, changeable at run time."""
     specs = []
+    hints = typing.get_type_hints(DecoderConfig)
     for f in dataclasses.fields(DecoderConfig):
         low, high, step = _DECODER_RANGES.get(f.name, (None, None, 0))
         specs.append(
@@ -146,7 +150,8 @@ def decoder_parameters(decoder: DecoderConfig) -> list[ParamSpec]:
                 low=low,
                 high=high,
                 step=step,
-                choices=IOU_VARIANTS if f.name == "iou_variant" else (),
+                # String fields are Literal[...]: their choices are the type's.
+                choices=typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is Literal else (),
                 read_only=False,
             )
         )

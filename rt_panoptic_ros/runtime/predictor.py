@@ -2,8 +2,8 @@
 
 It owns the whole inference path of DESIGN.md: the image goes to the device as uint8 (a
 zero-copy view until then), is resized to the configured input size if there is one, padded
-to a multiple of 128, run by a backend, decoded on the same device, cropped (and resized)
-back to the image's own size, and copied to the host once.
+to a multiple of 128, run by a backend, decoded on the same device with every decision made
+at the image's own resolution (through the resize), and copied to the host once.
 
 The four stages are public methods (:meth:`Predictor.upload`, :meth:`~Predictor.infer`,
 :meth:`~Predictor.decode`, :meth:`~Predictor.download`) so that the benchmark times exactly
@@ -26,7 +26,6 @@ from rt_panoptic_ros.config import Config
 from rt_panoptic_ros.errors import InputError
 from rt_panoptic_ros.model import HeadOutputs, RTPanoNet
 from rt_panoptic_ros.panoptic import PanopticResult, decode
-from rt_panoptic_ros.panoptic.result import resize_result
 from rt_panoptic_ros.runtime.backends import Backend, BackendOptions, create_backend
 from rt_panoptic_ros.runtime.engine_cache import check_input_shape
 from rt_panoptic_ros.runtime.preprocess import fit, pad_batch, round_up
@@ -140,12 +139,12 @@ class Predictor:
         return self.backend(images)
 
     def decode(self, outputs: HeadOutputs, batch: Batch) -> list[PanopticResult]:
-        """Stage 3: the panoptic decoder, on the device; maps at each image's own size."""
-        results = decode(outputs, self.cfg, batch.content_sizes)
-        return [
-            resize_result(r, size) if tuple(r.semantic.shape) != size else r
-            for r, size in zip(results, batch.original_sizes, strict=True)
-        ]
+        """Stage 3: the panoptic decoder, on the device; maps decided at each image's own size.
+
+        Mask probabilities and semantic logits are read bilinearly through the resize, so a
+        resized image loses nothing to it but the network's own resolution.
+        """
+        return decode(outputs, self.cfg, batch.content_sizes, batch.original_sizes)
 
     @staticmethod
     def download(results: list[PanopticResult]) -> list[PanopticResult]:
