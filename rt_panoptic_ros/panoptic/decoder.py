@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,9 +32,16 @@ from torch import Tensor
 from rt_panoptic_ros.config import Config
 from rt_panoptic_ros.errors import InputError
 from rt_panoptic_ros.panoptic.boxes import BOX_MAP_STRIDE, box_iou, box_levels, clip_boxes, dense_boxes_at
-from rt_panoptic_ros.panoptic.fusion import FusedCells, fuse
+from rt_panoptic_ros.panoptic.fusion import Placement, place_instances, stuff_lookup
 from rt_panoptic_ros.panoptic.masks import Queries, instance_masks, select_queries
-from rt_panoptic_ros.panoptic.pixels import CellMasks, Pixels, mask_pairs, mixed_block_pixels, pixel_semantic
+from rt_panoptic_ros.panoptic.pixels import (
+    CellMasks,
+    Rectangles,
+    SemanticSquares,
+    band_mask_pairs,
+    band_semantic,
+    block_rectangles,
+)
 from rt_panoptic_ros.panoptic.result import PanopticResult, Segment
 from rt_panoptic_ros.panoptic.sampling import (
     AxisBlocks,
@@ -126,6 +134,7 @@ def _decode_image(
     rows8 = axis_sampling(height, hc, SEMANTIC_STRIDE, logits8.shape[1], device)
     cols8 = axis_sampling(width, wc, SEMANTIC_STRIDE, logits8.shape[2], device)
 
+    # The masks on the stride-4 cells, and where neighbouring cells disagree.
     cell_masks = _cell_masks(logits4, level, box_reg, q, content, (rows4, cols4), d, thing_ids)
     words = cell_masks.words
     mask_mixed = corner_disagreement(words[..., 0] if words.shape[-1] == 1 else words)  # [hn, wn]
@@ -133,37 +142,64 @@ def _decode_image(
     semantic8 = logits8[:, :hn8, :wn8].max(dim=0).indices  # [hn8, wn8] argmax
     semantic_mixed = corner_disagreement(semantic8)
 
-    # Blocks of pixels reading the same four stride-4 cells; mixed where any decision can differ.
+    # Blocks of pixels reading the same four stride-4 cells.
     rows, cols = axis_blocks(rows4), axis_blocks(cols4)
     block_mask_mixed = mask_mixed[rows.low][:, cols.low]  # [R, C]
     block_semantic_mixed = any_in_windows(
         semantic_mixed,
         (rows8.low[rows.start], rows8.low[rows.last]),
         (cols8.low[cols.start], cols8.low[cols.last]),
-    )
-    mixed = block_mask_mixed | block_semantic_mixed
-    num_blocks = mixed.numel()
+    )  # [R, C]: some pixel of the block reads a square of mixed argmax
+    pixel_count = (rows.length[:, None] * cols.length[None, :]).reshape(-1)  # [R * C]
     block_cells = (rows.low[:, None] * cell_masks.width + cols.low[None, :]).reshape(-1)  # top-left cell
-    block_weights = (rows.length[:, None] * cols.length[None, :]).reshape(-1) * ~mixed.reshape(-1)
-    block_semantic = semantic8[rows8.low[rows.start]][:, cols8.low[cols.start]].reshape(-1)
-    uniform = (~mixed).reshape(-1).nonzero().squeeze(1)
+
+    # Rule 1 of the fusion over units: blocks whose corners agree on every mask, and the
+    # single pixels of the other blocks (their M_j read bilinearly).
+    agree = (~block_mask_mixed).reshape(-1)
+    uniform = agree.nonzero().squeeze(1)
     block_pairs = cell_masks.expand(uniform, block_cells[uniform])
-
-    pixels = mixed_block_pixels(mixed, block_mask_mixed, rows, cols)
-    pixel_classes = pixel_semantic(logits8, semantic8, semantic_mixed, pixels, rows8, cols8)
-    pixel_pairs = mask_pairs(cell_masks, pixels, block_cells, (rows, cols), (rows4, cols4), d.mask_thresh)
-
-    fused = fuse(
-        torch.cat((block_pairs[0], pixel_pairs[0] + num_blocks)),
-        torch.cat((block_pairs[1], pixel_pairs[1])),
-        thing_ids[q.labels],
-        torch.cat((block_semantic, pixel_classes)),
-        is_thing,
-        torch.cat((block_weights, torch.ones(len(pixels), dtype=torch.long, device=device))),
+    band_blocks, band = block_rectangles(block_mask_mixed, rows, cols)
+    band_pairs = band_mask_pairs(cell_masks, band_blocks, band, (rows, cols), (rows4, cols4), d.mask_thresh)
+    num_blocks = len(pixel_count)
+    placed = place_instances(
+        torch.cat((block_pairs[0], band_pairs[0] + num_blocks)),
+        torch.cat((block_pairs[1], band_pairs[1])),
+        len(q.boxes),
+        torch.cat((pixel_count * agree, torch.ones(band.total, dtype=torch.long, device=device))),
         d.overlap_threshold,
-        d.stuff_area,
     )
-    return _to_result(fused, q, thing_ids[q.labels], (rows, cols), pixels, cfg)
+    owned = placed.owned
+    block_owned, band_owned = owned[:num_blocks], owned[num_blocks:]
+
+    # Rules 2-3: free pixels take their semantic argmax, per block where it is one class,
+    # per pixel in the blocks of mixed argmax that no instance took and in the band.
+    squares = SemanticSquares.compute(logits8, semantic8, semantic_mixed, rows8, cols8)
+    free_mixed = (block_semantic_mixed.reshape(-1) & agree & ~block_owned).view_as(block_mask_mixed)
+    _, free_band = block_rectangles(free_mixed, rows, cols)
+    band_classes = band_semantic(squares, band, rows8, cols8)
+    free_classes = band_semantic(squares, free_band, rows8, cols8)
+    block_semantic = semantic8[rows8.low[rows.start]][:, cols8.low[cols.start]].reshape(-1)
+    whole = agree & ~block_owned & ~block_semantic_mixed.reshape(-1)
+    free_pixels = torch.zeros(len(is_thing), dtype=torch.long, device=device)
+    free_pixels.index_add_(0, block_semantic[whole], pixel_count[whole])
+    free_pixels += torch.bincount(band_classes[~band_owned], minlength=len(is_thing))
+    free_pixels += torch.bincount(free_classes, minlength=len(is_thing))
+    stuff = stuff_lookup(free_pixels, is_thing, d.stuff_area)
+
+    classes = torch.cat((thing_ids[q.labels], thing_ids.new_zeros(1)))  # owner K = none
+    maps = _Maps.allocate(cfg)
+    maps.fill(
+        torch.where(block_owned, classes[placed.owner[:num_blocks]], stuff[block_semantic]),
+        placed.new_id[placed.owner[:num_blocks]],
+        rows,
+        cols,
+    )
+    band_owner = placed.owner[num_blocks:]
+    maps.put(
+        band, torch.where(band_owned, classes[band_owner], stuff[band_classes]), placed.new_id[band_owner]
+    )
+    maps.put(free_band, stuff[free_classes], None)
+    return maps.result(placed, q, classes, (rows, cols), band)
 
 
 def _cell_masks(
@@ -217,63 +253,77 @@ def _tile_index(cells: Tensor, width: int) -> Tensor:
     return (rows // _TILE) * ((width + _TILE - 1) // _TILE) + cols // _TILE
 
 
-def _to_result(
-    fused: FusedCells,
-    q: Queries,
-    classes: Tensor,
-    blocks: tuple[AxisBlocks, AxisBlocks],
-    pixels: Pixels,
-    cfg: Config,
-) -> PanopticResult:
-    """Blocks and pixels -> the ``[H, W]`` maps and the segments."""
+@dataclass
+class _Maps:
+    """The ``[H, W]`` output maps, written per block, then per band pixel."""
+
+    semantic_dtype: torch.dtype
+    instance_dtype: torch.dtype
+    semantic: Tensor | None = None
+    instance: Tensor | None = None
+
+    @classmethod
+    def allocate(cls, cfg: Config) -> _Maps:
+        return cls(
+            semantic_dtype=torch.uint8 if cfg.dataset.num_classes <= 255 else torch.int32,
+            instance_dtype=torch.int16 if cfg.decoder.max_detections <= 32767 else torch.int32,
+        )
+
+    def fill(self, semantic: Tensor, instance: Tensor, rows: AxisBlocks, cols: AxisBlocks) -> None:
+        """Per-block values ``[R * C]`` over the blocks' pixels."""
+        shape = (len(rows), len(cols))
+        self.semantic = fill_blocks(semantic.to(self.semantic_dtype).view(shape), rows, cols)
+        self.instance = fill_blocks(instance.to(self.instance_dtype).view(shape), rows, cols)
+
+    def put(self, rectangles: Rectangles, semantic: Tensor, instance: Tensor | None) -> None:
+        """Per-pixel values over the pixels of ``rectangles`` (enumeration order)."""
+        y, x = rectangles.pixels()
+        self.semantic[y, x] = semantic.to(self.semantic_dtype)
+        if instance is not None:
+            self.instance[y, x] = instance.to(self.instance_dtype)
+
+    def result(
+        self,
+        placed: Placement,
+        q: Queries,
+        classes: Tensor,
+        blocks: tuple[AxisBlocks, AxisBlocks],
+        band: Rectangles,
+    ) -> PanopticResult:
+        """The maps and the segments (one host transfer for all the per-instance numbers)."""
+        boxes = _segment_boxes(placed, blocks, band)
+        columns = zip(
+            classes[placed.kept].tolist(), q.scores[placed.kept].tolist(), boxes.tolist(),
+            placed.areas.tolist(), strict=True,
+        )  # fmt: skip
+        segments = [
+            Segment(id=k, category_id=c, score=s, bbox=tuple(b), area=a)
+            for k, (c, s, b, a) in enumerate(columns, start=1)
+        ]
+        return PanopticResult(semantic=self.semantic, instance=self.instance, segments=segments)
+
+
+def _segment_boxes(placed: Placement, blocks: tuple[AxisBlocks, AxisBlocks], band: Rectangles) -> Tensor:
+    """Tight ``[K', 4]`` xyxy boxes (x2, y2 exclusive) of the kept instances, from their units."""
     rows, cols = blocks
     num_blocks = len(rows) * len(cols)
-    semantic_dtype = torch.uint8 if cfg.dataset.num_classes <= 255 else torch.int32
-    instance_dtype = torch.int16 if cfg.decoder.max_detections <= 32767 else torch.int32
-    semantic = fill_blocks(
-        fused.semantic[:num_blocks].view(len(rows), len(cols)).to(semantic_dtype), rows, cols
-    )
-    instance = fill_blocks(
-        fused.instance[:num_blocks].view(len(rows), len(cols)).to(instance_dtype), rows, cols
-    )
-    semantic[pixels.y, pixels.x] = fused.semantic[num_blocks:].to(semantic_dtype)
-    instance[pixels.y, pixels.x] = fused.instance[num_blocks:].to(instance_dtype)
-    boxes = _segment_boxes(fused.instance, len(fused.kept), blocks, pixels)
-    # One host transfer for all the per-instance numbers.
-    columns = zip(
-        classes[fused.kept].tolist(), q.scores[fused.kept].tolist(), boxes.tolist(),
-        fused.areas.long().tolist(), strict=True,
-    )  # fmt: skip
-    segments = [
-        Segment(id=k, category_id=c, score=s, bbox=tuple(b), area=a)
-        for k, (c, s, b, a) in enumerate(columns, start=1)
-    ]
-    return PanopticResult(semantic=semantic, instance=instance, segments=segments)
-
-
-def _segment_boxes(
-    instance: Tensor, count: int, blocks: tuple[AxisBlocks, AxisBlocks], pixels: Pixels
-) -> Tensor:
-    """Tight ``[count, 4]`` xyxy boxes (x2, y2 exclusive) of the instances, from their units."""
-    rows, cols = blocks
-    device = instance.device
-    y0 = torch.cat((rows.start[:, None].expand(len(rows), len(cols)).reshape(-1), pixels.y))
-    x0 = torch.cat((cols.start[None, :].expand(len(rows), len(cols)).reshape(-1), pixels.x))
-    y1 = torch.cat(
-        ((rows.start + rows.length)[:, None].expand(len(rows), len(cols)).reshape(-1), pixels.y + 1)
-    )
-    x1 = torch.cat(
-        ((cols.start + cols.length)[None, :].expand(len(rows), len(cols)).reshape(-1), pixels.x + 1)
-    )
-    owned = (instance > 0).nonzero().squeeze(1)
-    ids = instance[owned] - 1
-    big = torch.iinfo(torch.long).max
-    lows = torch.full((2, count), big, dtype=torch.long, device=device)
-    highs = torch.zeros((2, count), dtype=torch.long, device=device)
-    lows = lows.scatter_reduce(1, ids[None].expand(2, -1), torch.stack((x0[owned], y0[owned])), reduce="amin")
-    highs = highs.scatter_reduce(
-        1, ids[None].expand(2, -1), torch.stack((x1[owned], y1[owned])), reduce="amax"
-    )
+    owned = placed.owned.nonzero().squeeze(1)
+    ids = placed.new_id[placed.owner[owned]] - 1
+    in_block = owned < num_blocks
+    block, pixel = owned[in_block], owned[~in_block] - num_blocks
+    a, b = block // len(cols), block % len(cols)
+    y, x = band.pixels()
+    y, x = y[pixel], x[pixel]
+    x0 = torch.cat((cols.start[b], x))
+    y0 = torch.cat((rows.start[a], y))
+    x1 = torch.cat((cols.start[b] + cols.length[b], x + 1))
+    y1 = torch.cat((rows.start[a] + rows.length[a], y + 1))
+    ids = torch.cat((ids[in_block], ids[~in_block]))
+    count = len(placed.kept)
+    lows = torch.full((2, count), torch.iinfo(torch.long).max, dtype=torch.long, device=ids.device)
+    highs = torch.zeros((2, count), dtype=torch.long, device=ids.device)
+    lows = lows.scatter_reduce(1, ids[None].expand(2, -1), torch.stack((x0, y0)), reduce="amin")
+    highs = highs.scatter_reduce(1, ids[None].expand(2, -1), torch.stack((x1, y1)), reduce="amax")
     return torch.stack((lows[0], lows[1], highs[0], highs[1]), dim=1).float()
 
 

@@ -4,22 +4,21 @@ The rules, as detectron2's ``combine_semantic_and_instance_outputs`` states them
 
 1. instances are placed by decreasing score; an instance whose mask is already covered by
    more than ``overlap_threshold`` of its area (by instances placed before it) is dropped,
-   otherwise it takes the pixels of its mask that are still free;
+   otherwise it takes the pixels of its mask that are still free (:func:`place_instances`);
 2. pixels no instance took get the semantic argmax if it is a stuff class;
-3. a stuff class covering fewer than ``stuff_area`` pixels becomes void, and thing-class
-   pixels that no instance took become void (255).
+3. a stuff class covering fewer than ``stuff_area`` of those pixels becomes void, and
+   thing-class pixels that no instance took become void (255) (:func:`stuff_lookup`).
 
 Rule 1 is sequential by nature. It is computed here without a loop over instances: given
 which instances are kept, every overlap follows from one "first kept owner" per pixel; the
 keep decisions are then iterated to their fixed point, which is the sequential answer (after
 t rounds the first t decisions are final; real images settle in two or three rounds).
 
-Masks arrive as a sparse list of (cell, instance) pairs: a cell lies in one to a few masks
-out of up to a hundred, so every step costs O(pairs) instead of O(cells x instances).
-
-All of it runs at the stride-4 resolution of the dense box map with per-pixel *weights*:
-the number of output pixels each cell becomes after nearest upsampling to the image, so that
-areas and the thresholds on them are exactly those of the full-resolution output.
+Masks arrive as a sparse list of (unit, instance) pairs over *units*, each a set of pixels
+that decide alike, with its pixel count as weight: the decoder's units are blocks of pixels
+and single pixels (:mod:`~rt_panoptic_ros.panoptic.sampling`). A unit lies in one to a few
+masks out of up to a hundred, so every step costs O(pairs) instead of O(units x instances),
+and areas and the thresholds on them are exactly those of the full-resolution output.
 """
 
 from __future__ import annotations
@@ -41,14 +40,74 @@ def void_label(num_classes: int) -> int:
 
 
 @dataclass
-class FusedCells:
-    """A fused panoptic map at stride 4, before upsampling.
+class Placement:
+    """Rule 1's outcome: which instances are kept and which unit each one owns.
 
     Attributes:
-        semantic: ``[P]`` int64 class per cell, :func:`void_label` = void.
-        instance: ``[P]`` int64, 0 = no instance, k = k-th kept instance (1-based).
+        owner: ``[U]`` int64 the instance (index into the K masks) owning each unit, K = none.
+        new_id: ``[K + 1]`` int64 segment id 1..K' of each kept instance, 0 for dropped ones
+            and for the "none" owner K.
+        kept: ``[K']`` int64 indices of the kept instances, in id order.
+        areas: ``[K']`` pixels each kept instance owns.
+    """
+
+    owner: Tensor
+    new_id: Tensor
+    kept: Tensor
+    areas: Tensor
+
+    @property
+    def owned(self) -> Tensor:
+        """``[U]`` bool: the unit belongs to an instance."""
+        return self.owner < len(self.new_id) - 1
+
+
+def place_instances(
+    pair_units: Tensor, pair_instances: Tensor, num: int, weights: Tensor, overlap_threshold: float
+) -> Placement:
+    """Rule 1 over units (masks sorted by decreasing score).
+
+    Args:
+        pair_units, pair_instances: ``[E]`` int64: unit ``pair_units[e]`` lies in mask
+            ``pair_instances[e]`` (0 = highest score). Each pair at most once.
+        num: K, the number of masks.
+        weights: ``[U]`` pixels of each unit.
+    """
+    keep = resolve_overlaps(pair_units, pair_instances, num, weights, overlap_threshold)  # [K]
+    owner = first_kept(pair_units, pair_instances, keep, len(weights))  # [U], K = none
+    new_id = torch.zeros(num + 1, dtype=torch.long, device=weights.device)
+    new_id[:num] = torch.cumsum(keep.long(), 0) * keep  # ids 1..K' in score order
+    kept = keep.nonzero().squeeze(1)
+    instance = new_id[owner]
+    areas = torch.zeros(len(kept) + 1, device=weights.device, dtype=weights.dtype).index_add(
+        0, instance, weights
+    )
+    return Placement(owner=owner, new_id=new_id, kept=kept, areas=areas[1:])
+
+
+def stuff_lookup(stuff_pixels: Tensor, is_thing: Tensor, stuff_area: float) -> Tensor:
+    """Rules 2-3 as a table: the label of a free pixel, by its semantic argmax.
+
+    Args:
+        stuff_pixels: ``[C]`` free pixels of each semantic class (thing classes included).
+
+    Returns:
+        ``[C]`` int64: the class itself for stuff classes with at least ``stuff_area`` free
+        pixels, :func:`void_label` for the rest.
+    """
+    ids = torch.arange(len(is_thing), device=is_thing.device)
+    return torch.where(is_thing | (stuff_pixels < stuff_area), void_label(len(is_thing)), ids)
+
+
+@dataclass
+class FusedCells:
+    """A fused panoptic map over units that each have one semantic class.
+
+    Attributes:
+        semantic: ``[U]`` int64 class per unit, :func:`void_label` = void.
+        instance: ``[U]`` int64, 0 = no instance, k = k-th kept instance (1-based).
         kept: ``[K']`` int64 indices (into the input masks) of the kept instances, in id order.
-        areas: ``[K']`` float output pixels of each kept instance.
+        areas: ``[K']`` pixels of each kept instance.
     """
 
     semantic: Tensor
@@ -67,41 +126,28 @@ def fuse(
     overlap_threshold: float,
     stuff_area: float,
 ) -> FusedCells:
-    """Fuse instance masks (sorted by decreasing score) with the semantic argmax.
+    """Fuse instance masks (sorted by decreasing score) with the semantic argmax of each unit.
 
     Args:
-        pair_cells, pair_instances: ``[E]`` int64: cell ``pair_cells[e]`` (an index into the
-            P cells) lies in mask ``pair_instances[e]`` (an index into the K instances,
-            0 = highest score). Each pair at most once.
+        pair_cells, pair_instances: ``[E]`` int64: unit ``pair_cells[e]`` lies in mask
+            ``pair_instances[e]`` (0 = highest score). Each pair at most once.
         mask_classes: ``[K]`` int64 semantic class of each instance.
-        semantic_argmax: ``[P]`` int64 semantic class per cell.
+        semantic_argmax: ``[U]`` int64 semantic class per unit.
         is_thing: ``[C]`` bool, True for thing classes.
-        weights: ``[P]`` float output pixels each cell stands for.
+        weights: ``[U]`` pixels each unit stands for.
         overlap_threshold: drop an instance covered by more than this fraction of its area.
-        stuff_area: stuff classes with fewer output pixels than this become void.
+        stuff_area: stuff classes with fewer free pixels than this become void.
     """
-    num = len(mask_classes)
-    device = semantic_argmax.device
-    keep = resolve_overlaps(pair_cells, pair_instances, num, weights, overlap_threshold)  # [K]
-    owner = first_kept(pair_cells, pair_instances, keep, len(semantic_argmax))  # [P], K = none
-    owned = owner < num
-    owner = owner.clamp(max=max(num - 1, 0))
-    new_id = torch.cumsum(keep.long(), 0) * keep  # [K] ids 1..K' in score order, 0 if dropped
-    if num:
-        instance = torch.where(owned, new_id[owner], 0)
-        semantic_of_instances = mask_classes[owner]
-    else:
-        instance = torch.zeros_like(semantic_argmax)
-        semantic_of_instances = semantic_argmax
-    kept = torch.arange(num, device=device)[keep]
-    areas = torch.zeros(len(kept) + 1, device=device, dtype=weights.dtype).index_add(0, instance, weights)[1:]
-
-    void = void_label(is_thing.numel())
-    stuff = torch.where(is_thing[semantic_argmax] | owned, void, semantic_argmax)
-    stuff_pixels = torch.zeros(void + 1, device=device, dtype=weights.dtype).index_add(0, stuff, weights)
-    stuff = torch.where(stuff_pixels[stuff] < stuff_area, void, stuff)
-    semantic = torch.where(owned, semantic_of_instances, stuff)
-    return FusedCells(semantic=semantic, instance=instance, kept=kept, areas=areas)
+    placed = place_instances(pair_cells, pair_instances, len(mask_classes), weights, overlap_threshold)
+    owned = placed.owned
+    free = torch.zeros(len(is_thing), dtype=weights.dtype, device=weights.device)
+    free.index_add_(0, semantic_argmax[~owned], weights[~owned])
+    stuff = stuff_lookup(free, is_thing, stuff_area)[semantic_argmax]
+    classes = torch.cat((mask_classes, mask_classes.new_zeros(1)))
+    semantic = torch.where(owned, classes[placed.owner], stuff)
+    return FusedCells(
+        semantic=semantic, instance=placed.new_id[placed.owner], kept=placed.kept, areas=placed.areas
+    )
 
 
 def first_kept(pair_cells: Tensor, pair_instances: Tensor, keep: Tensor, num_cells: int) -> Tensor:

@@ -1,18 +1,20 @@
-"""Decisions pixel by pixel, where the four cells a block of pixels reads disagree.
+"""Decisions pixel by pixel, in the band of blocks whose corners disagree.
 
-A block's pixels read the same four stride-4 cells (and a few stride-8 ones); where those agree
-on every mask and on the semantic argmax, the block is decided once (convexity of bilinear
-reads, :mod:`~rt_panoptic_ros.panoptic.sampling`). Here are the others, the band along
-boundaries: their pixels are listed (:func:`mixed_block_pixels`), their semantic argmax is
-taken over the bilinear logits of the classes that can win there (:func:`pixel_semantic`),
-and their mask memberships come from the bilinear mask probabilities of the queries their
-corners disagree on (:func:`mask_pairs`).
+A block's pixels read the same four stride-4 cells; where those agree on every mask and the
+stride-8 cells its pixels read agree on the semantic argmax, the block is decided once
+(convexity of bilinear reads, :mod:`~rt_panoptic_ros.panoptic.sampling`). The rest is the
+band along boundaries, handled here without per-pixel Python or per-pixel gathers where it
+can be: rectangles of the same shape are evaluated together as dense ``[n, h, w]`` tensors.
+
+- :class:`CellMasks`: the masks M_j on the stride-4 cells, sparse and as bit sets;
+- :func:`band_mask_pairs`: M_j at the pixels of blocks whose corners disagree on a mask;
+- :class:`SemanticSquares` / :func:`band_semantic`: the semantic argmax at band pixels.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -69,9 +71,8 @@ class CellMasks:
         num_words = max(1, math.ceil(num_queries / _WORD_BITS))
         words = torch.zeros(num_cells * num_words, dtype=torch.long, device=cells.device)
         # Each pair sets one distinct bit, so adding the bits is or-ing them.
-        words.index_add_(
-            0, cells * num_words + queries // _WORD_BITS, torch.ones_like(queries) << queries % _WORD_BITS
-        )
+        bits = torch.ones_like(queries) << queries % _WORD_BITS
+        words.index_add_(0, cells * num_words + queries // _WORD_BITS, bits)
         return cls(shape, ptr, queries, words.view(*shape, num_words), value)
 
     @property
@@ -92,129 +93,234 @@ class CellMasks:
 
 
 @dataclass
-class Pixels:
-    """The pixels decided one by one: every pixel of every mixed block, block after block.
+class Rectangles:
+    """Rectangles of pixels (blocks, squares), enumerated group by group of equal shape.
+
+    Pixel ``t`` of the enumeration is ``(y0 + dy, x0 + dx)`` of its rectangle, row-major, the
+    rectangles of one shape one after the other (:meth:`groups`), so that work on them is
+    dense ``[n, h, w]`` tensors.
 
     Attributes:
-        y, x: ``[P]`` int64 image coordinates.
-        block: ``[M]`` flat index ``row_block * C + col_block`` of each mixed block.
-        rows, cols: ``[M]`` its row block and column block.
-        first, count: ``[M]`` where its pixels start in the list, and how many.
-        mask_mixed: ``[M]`` bool, its four stride-4 corners disagree on some mask.
+        y0, x0, height, width: ``[M]`` int64 each rectangle's top-left pixel and size.
+        first: ``[M]`` where its pixels start in the enumeration.
+        total: pixels in all.
     """
 
-    y: Tensor
-    x: Tensor
-    block: Tensor
-    rows: Tensor
-    cols: Tensor
+    y0: Tensor
+    x0: Tensor
+    height: Tensor
+    width: Tensor
     first: Tensor
-    count: Tensor
-    mask_mixed: Tensor
+    total: int = 0
+
+    @classmethod
+    def of(cls, y0: Tensor, x0: Tensor, height: Tensor, width: Tensor) -> Rectangles:
+        first = torch.zeros_like(y0)
+        rectangles = cls(y0, x0, height, width, first)
+        count = 0
+        for h, w, members in rectangles.groups():
+            first[members] = count + torch.arange(len(members), device=y0.device) * (h * w)
+            count += len(members) * h * w
+        rectangles.total = count
+        return rectangles
 
     def __len__(self) -> int:
-        return len(self.y)
+        return len(self.y0)
+
+    def groups(self) -> Iterator[tuple[int, int, Tensor]]:
+        """``(h, w, members)`` for every shape present (a few: blocks are nearly regular)."""
+        if len(self.y0) == 0:
+            return
+        span = int(self.width.max()) + 1
+        shapes, inverse = torch.unique(self.height * span + self.width, return_inverse=True)
+        for k, shape in enumerate(shapes.tolist()):
+            yield shape // span, shape % span, (inverse == k).nonzero().squeeze(1)
+
+    def pixels(self) -> tuple[Tensor, Tensor]:
+        """``y [T]``, ``x [T]`` of every pixel, in enumeration order."""
+        ys, xs = [], []
+        for h, w, members in self.groups():
+            dy = torch.arange(h, device=self.y0.device)
+            dx = torch.arange(w, device=self.y0.device)
+            ys.append((self.y0[members][:, None, None] + dy[None, :, None]).expand(-1, h, w).reshape(-1))
+            xs.append((self.x0[members][:, None, None] + dx[None, None, :]).expand(-1, h, w).reshape(-1))
+        empty = self.y0.new_zeros(0)
+        return (torch.cat(ys), torch.cat(xs)) if ys else (empty, empty)
 
 
-def mixed_block_pixels(mixed: Tensor, mask_mixed: Tensor, rows: AxisBlocks, cols: AxisBlocks) -> Pixels:
-    """List the pixels of the blocks flagged in ``mixed [R, C]`` (row-major within a block)."""
-    a, b = mixed.nonzero().unbind(1)
-    height, width = rows.length[a], cols.length[b]
-    count = height * width
-    first = torch.cumsum(count, 0) - count
-    segment, position = segment_positions(first, count)
-    offset = position - first[segment]
-    return Pixels(
-        y=rows.start[a][segment] + offset // width[segment],
-        x=cols.start[b][segment] + offset % width[segment],
-        block=a * len(cols) + b, rows=a, cols=b, first=first, count=count, mask_mixed=mask_mixed[a, b],
-    )  # fmt: skip
+def block_rectangles(flags: Tensor, rows: AxisBlocks, cols: AxisBlocks) -> tuple[Tensor, Rectangles]:
+    """The blocks flagged in ``flags [R, C]``: their flat indices ``[M]`` and their pixels."""
+    a, b = flags.nonzero().unbind(1)
+    return a * len(cols) + b, Rectangles.of(rows.start[a], cols.start[b], rows.length[a], cols.length[b])
 
 
-def pixel_semantic(
-    logits8: Tensor,
-    semantic8: Tensor,
-    semantic_mixed: Tensor,
-    pixels: Pixels,
-    rows8: AxisSampling,
-    cols8: AxisSampling,
-) -> Tensor:
-    """The argmax of the bilinear semantic logits at each listed pixel.
+def band_mask_pairs(
+    masks: CellMasks,
+    blocks: Tensor,
+    rectangles: Rectangles,
+    axes: tuple[AxisBlocks, AxisBlocks],
+    sampling: tuple[AxisSampling, AxisSampling],
+    mask_thresh: float,
+) -> tuple[Tensor, Tensor]:
+    """M_j at the pixels of blocks whose corners disagree on a mask (Eq. 7, bilinear P_loc * P_sem).
 
-    A pixel between four stride-8 cells that share their argmax takes it (a convex
-    combination keeps it first). Elsewhere only classes that can win are read: class d can
-    beat class c at some point between the corners only if d's largest corner logit reaches
-    c's smallest, so the candidates are those whose largest corner logit reaches
-    ``max_c min_corner l_c``; usually two or three of C. Each such square is evaluated densely
-    over all the pixels that read it, and the listed pixels look their class up.
+    A mask that holds all four corners holds every pixel of the block, one that holds none
+    holds none; only the masks the corners disagree on are read, bilinearly, per pixel.
 
     Args:
-        logits8: ``[C, h8, w8]``; semantic8: ``[hn8, wn8]`` their argmax on the cells read;
-        semantic_mixed: ``[hn8, wn8]`` whether a cell's square has corners of different argmax.
+        blocks: ``[M]`` flat block indices ``row_block * C + col_block``; rectangles: their pixels.
+        axes: the row and column :class:`AxisBlocks`; sampling: the stride-4 row and column
+            :class:`AxisSampling` of the image.
 
     Returns:
-        ``[P]`` int64 class per pixel (ties to the lowest class id, as ``argmax``).
+        ``pixels [E]`` (indices into the rectangles' enumeration) and ``queries [E]``.
     """
-    r, c = rows8.low[pixels.y], cols8.low[pixels.x]
-    classes = semantic8[r, c]
-    need = semantic_mixed[r, c].nonzero().squeeze(1)
-    if len(need) == 0:
-        return classes
-    hn8, wn8 = semantic_mixed.shape
-    squares = torch.full((hn8, wn8), -1, dtype=torch.long, device=classes.device)
-    dr, dc = semantic_mixed.nonzero().unbind(1)
-    squares[dr, dc] = torch.arange(len(dr), device=classes.device)
-    row_first, row_frac = _lines(rows8, hn8)
-    col_first, col_frac = _lines(cols8, wn8)
-    square_classes = _square_argmax(logits8, (dr, dc), row_frac[dr], col_frac[dc])  # [D, my, mx]
-    y, x, r, c = pixels.y[need], pixels.x[need], r[need], c[need]
-    my, mx = square_classes.shape[1:]
-    flat = (squares[r, c] * my + (y - row_first[r])) * mx + (x - col_first[c])
-    classes[need] = square_classes.view(-1)[flat]
-    return classes
+    rows, cols = axes
+    rows4, cols4 = sampling
+    a, b = blocks // len(cols), blocks % len(cols)
+    wn = masks.width
+    corners = torch.stack(
+        (rows.low[a] * wn + cols.low[b], rows.low[a] * wn + cols.high[b],
+         rows.high[a] * wn + cols.low[b], rows.high[a] * wn + cols.high[b])
+    )  # [4, M]  # fmt: skip
+    # Every mask of any corner once: a corner's masks that no earlier corner is in.
+    index = torch.arange(len(blocks), device=blocks.device)
+    found_blocks, found_queries = [], []
+    for k in range(4):
+        block, query = masks.expand(index, corners[k])
+        new = torch.ones_like(block, dtype=torch.bool)
+        for earlier in range(k):
+            new &= ~masks.contains(corners[earlier][block], query)
+        found_blocks.append(block[new])
+        found_queries.append(query[new])
+    block, query = torch.cat(found_blocks), torch.cat(found_queries)
+    inside = torch.stack([masks.contains(corners[k][block], query) for k in range(4)]).all(dim=0)
+    values = torch.stack([masks.value(corners[k][block], query) for k in range(4)])  # [4, E]
+
+    pixels, queries = [], []
+    for h, w, members in rectangles.groups():
+        in_group = torch.zeros(len(blocks), dtype=torch.bool, device=blocks.device)
+        in_group[members] = True
+        here = in_group[block].nonzero().squeeze(1)
+        e_block, e_query, e_inside = block[here], query[here], inside[here]
+        v = values[:, here, None, None]  # [4, E, 1, 1]
+        fy = rows4.frac[rectangles.y0[e_block][:, None] + torch.arange(h, device=block.device)][:, :, None]
+        fx = cols4.frac[rectangles.x0[e_block][:, None] + torch.arange(w, device=block.device)][:, None, :]
+        hit = bilinear(v[0], v[1], v[2], v[3], fy, fx) > mask_thresh  # [E, h, w]
+        hit |= e_inside[:, None, None]
+        e, offset = hit.view(len(here), h * w).nonzero().unbind(1)
+        pixels.append(rectangles.first[e_block[e]] + offset)
+        queries.append(e_query[e])
+    empty = blocks.new_zeros(0)
+    return (torch.cat(pixels), torch.cat(queries)) if pixels else (empty, empty)
 
 
-def _lines(sampling: AxisSampling, lines: int) -> tuple[Tensor, Tensor]:
-    """Per grid line: its first reading pixel, and the ``frac`` of each of its pixels (padded).
+@dataclass
+class SemanticSquares:
+    """The semantic argmax, at the pixel, of the stride-8 squares whose corners disagree.
 
-    Returns:
-        ``first [lines]`` and ``frac [lines, m]``, m the most pixels any line has.
+    Square ``(r, c)`` is the area between cells ``r, r+1`` and ``c, c+1``: the pixels whose
+    sampling reads those lines. Each such square is evaluated densely over all its pixels.
+
+    Attributes:
+        index: ``[hn8, wn8]`` int64 square number, -1 where the corners share their argmax.
+        argmax: ``[hn8, wn8]`` the argmax at each cell.
+        classes: ``[T]`` int64 the class at every pixel of every mixed square.
+        rectangles: :class:`Rectangles` of the mixed squares (their pixels' enumeration).
     """
+
+    index: Tensor
+    argmax: Tensor
+    classes: Tensor
+    rectangles: Rectangles
+
+    @classmethod
+    def compute(
+        cls, logits8: Tensor, argmax: Tensor, mixed: Tensor, rows8: AxisSampling, cols8: AxisSampling
+    ) -> SemanticSquares:
+        """Args: ``logits8 [C, h8, w8]``; ``argmax``, ``mixed``: ``[hn8, wn8]`` on the cells read."""
+        hn8, wn8 = mixed.shape
+        dr, dc = mixed.nonzero().unbind(1)
+        index = torch.full((hn8, wn8), -1, dtype=torch.long, device=argmax.device)
+        index[dr, dc] = torch.arange(len(dr), device=argmax.device)
+        row_first, row_count = _reading_pixels(rows8, hn8)
+        col_first, col_count = _reading_pixels(cols8, wn8)
+        rectangles = Rectangles.of(row_first[dr], col_first[dc], row_count[dr], col_count[dc])
+        classes = torch.zeros(rectangles.total, dtype=torch.long, device=argmax.device)
+        for h, w, members in rectangles.groups():
+            fy = rows8.frac[rectangles.y0[members][:, None] + torch.arange(h, device=dr.device)]
+            fx = cols8.frac[rectangles.x0[members][:, None] + torch.arange(w, device=dr.device)]
+            found = _square_argmax(logits8, (dr[members], dc[members]), fy, fx)  # [n, h, w]
+            start = int(rectangles.first[members[0]])
+            classes[start : start + found.numel()] = found.reshape(-1)
+        return cls(index=index, argmax=argmax, classes=classes, rectangles=rectangles)
+
+    def at(self, y: Tensor, x: Tensor, rows8: AxisSampling, cols8: AxisSampling) -> Tensor:
+        """The class at pixels ``(y, x)`` (any shape, broadcast)."""
+        r, c = rows8.low[y], cols8.low[x]
+        if len(self.classes) == 0:
+            return self.argmax[r, c]
+        square = self.index[r, c]
+        inside = square.clamp(min=0)
+        squares = self.rectangles
+        flat = (
+            squares.first[inside]
+            + (y - squares.y0[inside]) * squares.width[inside]
+            + (x - squares.x0[inside])
+        )
+        found = self.classes[flat.clamp_(0, len(self.classes) - 1)]
+        return torch.where(square >= 0, found, self.argmax[r, c])
+
+
+def band_semantic(
+    squares: SemanticSquares, rectangles: Rectangles, rows8: AxisSampling, cols8: AxisSampling
+) -> Tensor:
+    """The semantic argmax at every pixel of some rectangles, in their enumeration order."""
+    found = []
+    for h, w, members in rectangles.groups():
+        y = rectangles.y0[members][:, None, None] + torch.arange(h, device=members.device)[None, :, None]
+        x = rectangles.x0[members][:, None, None] + torch.arange(w, device=members.device)[None, None, :]
+        found.append(squares.at(y, x, rows8, cols8).reshape(-1))
+    return torch.cat(found) if found else rectangles.y0.new_zeros(0)
+
+
+def _reading_pixels(sampling: AxisSampling, lines: int) -> tuple[Tensor, Tensor]:
+    """Per grid line, the first pixel that reads it as its ``low`` line, and how many do."""
     ids = torch.arange(lines, device=sampling.low.device)
     first = torch.searchsorted(sampling.low, ids)
-    count = torch.searchsorted(sampling.low, ids, right=True) - first
-    width = max(int(count.max()), 1)
-    index = (first[:, None] + torch.arange(width, device=ids.device)).clamp_(max=len(sampling.low) - 1)
-    return first, sampling.frac[index]
+    return first, torch.searchsorted(sampling.low, ids, right=True) - first
 
 
 def _square_argmax(logits8: Tensor, squares: tuple[Tensor, Tensor], fy: Tensor, fx: Tensor) -> Tensor:
     """Argmax of the bilinear logits over the pixels of some squares, among their candidates.
 
+    Class d can beat class c somewhere between the four corners only if d's largest corner
+    logit reaches c's smallest, so the candidates are the classes whose largest corner logit
+    reaches ``max_c min_corner l_c``: usually two or three of C.
+
     Args:
-        squares: ``(rows [D], cols [D])`` top-left cell of each square.
-        fy: ``[D, my]`` and fx: ``[D, mx]`` fractions of the pixels reading each square.
+        squares: ``(rows [n], cols [n])`` top-left cell of each square.
+        fy: ``[n, h]`` and fx: ``[n, w]`` fractions of the pixels reading each square.
 
     Returns:
-        ``[D, my, mx]`` int64 class.
+        ``[n, h, w]`` int64 class (ties to the lowest class id, as ``argmax``).
     """
     dr, dc = squares
     dr1, dc1 = (dr + 1).clamp(max=logits8.shape[1] - 1), (dc + 1).clamp(max=logits8.shape[2] - 1)
     corners = torch.stack(
         (logits8[:, dr, dc], logits8[:, dr, dc1], logits8[:, dr1, dc], logits8[:, dr1, dc1])
-    ).permute(2, 0, 1)  # [D, 4, C]
-    reach = corners.amin(dim=1).amax(dim=1, keepdim=True)  # [D, 1]
-    candidate = corners.amax(dim=1) >= reach  # [D, C]
+    ).permute(2, 0, 1)  # [n, 4, C]
+    reach = corners.amin(dim=1).amax(dim=1, keepdim=True)  # [n, 1]
+    candidate = corners.amax(dim=1) >= reach  # [n, C]
     num_classes = candidate.shape[1]
     width = int(candidate.sum(dim=1).max())
     ids = torch.arange(num_classes, device=dr.device)
-    # Candidates first, each group in class order, so that argmax ties go to the lowest id.
-    order = torch.sort(torch.where(candidate, ids, ids + num_classes), dim=1).indices[:, :width]  # [D, k]
+    # Candidates first, each group in class order, so that ties go to the lowest id.
+    order = torch.sort(torch.where(candidate, ids, ids + num_classes), dim=1).indices[:, :width]  # [n, k]
     valid = candidate.gather(1, order)
-    v = corners.gather(2, order[:, None, :].expand(-1, 4, -1))[..., None, None]  # [D, 4, k, 1, 1]
-    fy, fx = fy[:, None, :, None], fx[:, None, None, :]  # [D, 1, my, 1], [D, 1, 1, mx]
-    value = bilinear(v[:, 0], v[:, 1], v[:, 2], v[:, 3], fy, fx)  # [D, k, my, mx]
-    value.masked_fill_(~valid[:, :, None, None], -math.inf)
+    v = corners.gather(2, order[:, None, :].expand(-1, 4, -1))[..., None, None]  # [n, 4, k, 1, 1]
+    value = bilinear(v[:, 0], v[:, 1], v[:, 2], v[:, 3], fy[:, None, :, None], fx[:, None, None, :])
+    value.masked_fill_(~valid[:, :, None, None], -math.inf)  # [n, k, h, w]
     # A running maximum over the few candidates (a strict > keeps the lower id on ties);
     # argmax over a middle dimension is many times slower on CPUs.
     best, choice = value[:, 0], torch.zeros_like(value[:, 0], dtype=torch.long)
@@ -223,72 +329,3 @@ def _square_argmax(logits8: Tensor, squares: tuple[Tensor, Tensor], fy: Tensor, 
         best = torch.where(better, value[:, k], best)
         choice.masked_fill_(better, k)
     return order.gather(1, choice.flatten(1)).view(choice.shape)
-
-
-def mask_pairs(
-    masks: CellMasks,
-    pixels: Pixels,
-    block_cells: Tensor,
-    blocks: tuple[AxisBlocks, AxisBlocks],
-    sampling: tuple[AxisSampling, AxisSampling],
-    mask_thresh: float,
-) -> tuple[Tensor, Tensor]:
-    """M_j at the listed pixels (Eq. 7 on the bilinear P_loc * P_sem), as (pixel, query) pairs.
-
-    Pixels of a block whose corners agree on every mask take their corners' masks. In the
-    other blocks, a mask that holds all four corners holds every pixel, one that holds none
-    holds none; only the masks the corners disagree on are read, bilinearly, per pixel.
-
-    Args:
-        block_cells: ``[R * C]`` the top-left stride-4 cell of each block (flat in ``[hn, wn]``).
-        blocks: the row and column :class:`AxisBlocks`; sampling: the stride-4 row and column
-            :class:`AxisSampling` of the image.
-
-    Returns:
-        ``pixels [E]`` (indices into the list) and ``queries [E]``.
-    """
-    rows, cols = blocks
-    rows4, cols4 = sampling
-    wn = masks.width
-    device = pixels.y.device
-    agree = (~pixels.mask_mixed).nonzero().squeeze(1)
-    segment, position = segment_positions(pixels.first[agree], pixels.count[agree])
-    pair_pixels, pair_queries = [], []
-    p, q = masks.expand(position, block_cells[pixels.block[agree][segment]])
-    pair_pixels.append(p)
-    pair_queries.append(q)
-
-    mixed = pixels.mask_mixed.nonzero().squeeze(1)
-    a, b = pixels.rows[mixed], pixels.cols[mixed]
-    corners = torch.stack(
-        (rows.low[a] * wn + cols.low[b], rows.low[a] * wn + cols.high[b],
-         rows.high[a] * wn + cols.low[b], rows.high[a] * wn + cols.high[b])
-    )  # [4, M']  # fmt: skip
-    # Every mask of any corner once: a corner's masks that no earlier corner is in.
-    index = torch.arange(len(mixed), device=device)
-    blocks_of, queries_of = [], []
-    for k in range(4):
-        block, query = masks.expand(index, corners[k][index])
-        new = torch.ones_like(block, dtype=torch.bool)
-        for earlier in range(k):
-            new &= ~masks.contains(corners[earlier][block], query)
-        blocks_of.append(block[new])
-        queries_of.append(query[new])
-    block, query = torch.cat(blocks_of), torch.cat(queries_of)
-    inside = torch.stack([masks.contains(corners[k][block], query) for k in range(4)]).all(dim=0)
-    # Masks that hold all four corners hold every pixel of the block.
-    segment, position = segment_positions(
-        pixels.first[mixed][block[inside]], pixels.count[mixed][block[inside]]
-    )
-    pair_pixels.append(position)
-    pair_queries.append(query[inside][segment])
-    # The others: bilinear P_loc * P_sem per pixel, then the threshold.
-    block, query = block[~inside], query[~inside]
-    values = torch.stack([masks.value(corners[k][block], query) for k in range(4)])  # [4, E]
-    segment, position = segment_positions(pixels.first[mixed][block], pixels.count[mixed][block])
-    fy, fx = rows4.frac[pixels.y[position]], cols4.frac[pixels.x[position]]
-    v = values[:, segment]
-    hit = bilinear(v[0], v[1], v[2], v[3], fy, fx) > mask_thresh
-    pair_pixels.append(position[hit])
-    pair_queries.append(query[segment][hit])
-    return torch.cat(pair_pixels), torch.cat(pair_queries)
