@@ -179,25 +179,27 @@ def _decode_image(
     band_classes = band_semantic(squares, band, rows8, cols8)
     free_classes = band_semantic(squares, free_band, rows8, cols8)
     block_semantic = semantic8[rows8.low[rows.start]][:, cols8.low[cols.start]].reshape(-1)
-    whole = agree & ~block_owned & ~block_semantic_mixed.reshape(-1)
-    free_pixels = torch.zeros(len(is_thing), dtype=torch.long, device=device)
-    free_pixels.index_add_(0, block_semantic[whole], pixel_count[whole])
-    free_pixels += torch.bincount(band_classes[~band_owned], minlength=len(is_thing))
-    free_pixels += torch.bincount(free_classes, minlength=len(is_thing))
+    whole = agree & ~block_owned & ~block_semantic_mixed.reshape(-1)  # free blocks of one class
+    num_classes = len(is_thing)
+    free_pixels = torch.bincount(block_semantic, weights=(pixel_count * whole).double(), minlength=num_classes)
+    free_pixels += torch.bincount(band_classes[~band_owned], minlength=num_classes)
+    free_pixels += torch.bincount(free_classes, minlength=num_classes)
     stuff = stuff_lookup(free_pixels, is_thing, d.stuff_area)
 
+    # The maps: per block, then the owned blocks (few), then per pixel where blocks are mixed.
     classes = torch.cat((thing_ids[q.labels], thing_ids.new_zeros(1)))  # owner K = none
     maps = _Maps.allocate(cfg)
+    owned_blocks = torch.unique_consecutive(block_pairs[0])  # the blocks in some mask, sorted
+    owned_blocks = owned_blocks[block_owned[owned_blocks]]
+    owners = placed.owner[owned_blocks]
     maps.fill(
-        torch.where(block_owned, classes[placed.owner[:num_blocks]], stuff[block_semantic]),
-        placed.new_id[placed.owner[:num_blocks]],
+        stuff[block_semantic].index_put_((owned_blocks,), classes[owners]),
+        torch.zeros_like(block_semantic).index_put_((owned_blocks,), placed.new_id[owners]),
         rows,
         cols,
     )
     band_owner = placed.owner[num_blocks:]
-    maps.put(
-        band, torch.where(band_owned, classes[band_owner], stuff[band_classes]), placed.new_id[band_owner]
-    )
+    maps.put(band, torch.where(band_owned, classes[band_owner], stuff[band_classes]), placed.new_id[band_owner])
     maps.put(free_band, stuff[free_classes], None)
     return maps.result(placed, q, classes, (rows, cols), band)
 

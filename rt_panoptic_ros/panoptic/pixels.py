@@ -194,8 +194,9 @@ def band_mask_pairs(
         found_blocks.append(block[new])
         found_queries.append(query[new])
     block, query = torch.cat(found_blocks), torch.cat(found_queries)
-    inside = torch.stack([masks.contains(corners[k][block], query) for k in range(4)]).all(dim=0)
-    values = torch.stack([masks.value(corners[k][block], query) for k in range(4)])  # [4, E]
+    corner_cells, corner_queries = corners[:, block].reshape(-1), query.repeat(4)
+    inside = masks.contains(corner_cells, corner_queries).view(4, -1).all(dim=0)
+    values = masks.value(corner_cells, corner_queries).view(4, -1)  # [4, E]
 
     pixels, queries = [], []
     for h, w, members in rectangles.groups():

@@ -145,4 +145,28 @@ def any_in_windows(flags: Tensor, rows: tuple[Tensor, Tensor], cols: tuple[Tenso
 
 def fill_blocks(block_map: Tensor, rows: AxisBlocks, cols: AxisBlocks) -> Tensor:
     """``[R, C]`` per-block values -> ``[H, W]`` per-pixel values (each block over its pixels)."""
-    return block_map.index_select(1, cols.of_pixel).index_select(0, rows.of_pixel)
+    return _fill_axis(_fill_axis(block_map, cols, 1), rows, 0)
+
+
+def _fill_axis(values: Tensor, blocks: AxisBlocks, dim: int) -> Tensor:
+    """Repeat each block's entry along ``dim`` over its pixels.
+
+    Blocks of one length but the first and last (any image whose size is a whole multiple of
+    its network input's, the usual case) are a strided repeat, several times cheaper than a
+    gather: the first block is repeated to a whole number of blocks and cut at the start.
+    """
+    lengths = blocks.length
+    n, total = len(lengths), len(blocks.of_pixel)
+    if n >= 3:
+        step = int(lengths[1])
+        if bool((lengths[1:-1] == step).all()):
+            lead, trail = -(-int(lengths[0]) // step), -(-int(lengths[-1]) // step)
+            index = torch.cat((
+                torch.zeros(lead, dtype=torch.long), torch.arange(1, n - 1), torch.full((trail,), n - 1)
+            )).to(values.device)  # fmt: skip
+            repeated = values.index_select(dim, index).unsqueeze(dim + 1)
+            shape = list(repeated.shape)
+            shape[dim + 1] = step
+            repeated = repeated.expand(shape).flatten(dim, dim + 1)
+            return repeated.narrow(dim, lead * step - int(lengths[0]), total).contiguous()
+    return values.index_select(dim, blocks.of_pixel)
