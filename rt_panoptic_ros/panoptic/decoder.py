@@ -239,7 +239,13 @@ def _cell_masks(
 
     def value(cells: Tensor, queries: Tensor) -> Tensor:
         """P_loc * P_sem of (cell, query) pairs (Eq. 5-6); 0 for cells without a box."""
-        p_loc = box_iou(boxes_at(cells), q.boxes[queries], d.iou_variant)
+        # Neighbouring blocks share corners: read each cell's box once.
+        seen = torch.zeros(hn * wn, dtype=torch.bool, device=cells.device)
+        seen[cells] = True
+        distinct = seen.nonzero().squeeze(1)
+        slot = torch.empty(hn * wn, dtype=torch.long, device=cells.device)
+        slot[distinct] = torch.arange(len(distinct), device=cells.device)
+        p_loc = box_iou(boxes_at(distinct)[slot[cells]], q.boxes[queries], d.iou_variant)
         return torch.where(level[cells] > 0, p_loc * thing_probability[cells, q.labels[queries]], 0.0)
 
     return CellMasks.from_pairs(cells[pair_cells], pair_queries, (hn, wn), len(q.boxes), value)

@@ -112,6 +112,7 @@ class Rectangles:
     width: Tensor
     first: Tensor
     total: int = 0
+    _pixels: tuple[Tensor, Tensor] | None = None
 
     @classmethod
     def of(cls, y0: Tensor, x0: Tensor, height: Tensor, width: Tensor) -> Rectangles:
@@ -137,7 +138,12 @@ class Rectangles:
             yield shape // span, shape % span, (inverse == k).nonzero().squeeze(1)
 
     def pixels(self) -> tuple[Tensor, Tensor]:
-        """``y [T]``, ``x [T]`` of every pixel, in enumeration order."""
+        """``y [T]``, ``x [T]`` of every pixel, in enumeration order (computed once)."""
+        if self._pixels is None:
+            self._pixels = self._enumerate()
+        return self._pixels
+
+    def _enumerate(self) -> tuple[Tensor, Tensor]:
         ys, xs = [], []
         for h, w, members in self.groups():
             dy = torch.arange(h, device=self.y0.device)
