@@ -91,7 +91,8 @@ class InputConfig:
 class DecoderConfig:
     """Thresholds of the parameter-free panoptic decoder (paper Sec. 3).
 
-    Defaults are those the original implementation ships for its Cityscapes model.
+    Defaults are those the original implementation ships for its Cityscapes model, but for
+    the two fields it does not have (``instance_score_thresh``, ``box_map_background``).
 
     Attributes:
         pre_nms_thresh: box-class probability a location needs to become a candidate.
@@ -105,10 +106,13 @@ class DecoderConfig:
         iou_variant: ``"iou"``, the paper's IoU (Eq. 6), or ``"tri"``, the original code's
             ``(I+1)/(U+1) - (G-U)/G`` used by the converted TRI model.
         instance_score_thresh: detections scoring below this take no part in fusion
-            (detectron2's panoptic fusion rule); 0 keeps every query.
+            (detectron2's panoptic fusion rule); 0 keeps every query. The default, 0.05, and
+            ``box_map_background`` are the best PQ on a synthetic validation split
+            (``benchmarks/decoder_pq.json``); the TRI preset keeps the original's 0.
         box_map_background: which pixels take a box in the dense box map B(x, y) (Eq. 14):
-            ``"exclude"``, not those whose levelness argmax is the background (so they are in
-            no mask); ``"tri"``, the original code's rule, every pixel takes its best level's box.
+            ``"tri"``, the original code's rule, every pixel takes its best level's box (argmax
+            over the levels alone); ``"exclude"``, pixels whose levelness argmax is the
+            background take none (so they are in no mask).
     """
 
     pre_nms_thresh: float = 0.06
@@ -119,8 +123,8 @@ class DecoderConfig:
     overlap_threshold: float = 0.5
     stuff_area: int = 2048
     iou_variant: Literal["iou", "tri"] = "iou"
-    instance_score_thresh: float = 0.0
-    box_map_background: Literal["exclude", "tri"] = "exclude"
+    instance_score_thresh: float = 0.05
+    box_map_background: Literal["exclude", "tri"] = "tri"
 
 
 CITYSCAPES_CLASSES: tuple[str, ...] = (
@@ -330,7 +334,7 @@ def save_yaml(cfg: Config, path: str | Path) -> None:
 
 def _tri_cityscapes() -> Config:
     """The public TRI Cityscapes model (ResNet-50, 19 classes, things 11..18)."""
-    return Config(decoder=DecoderConfig(iou_variant="tri", box_map_background="tri"))
+    return Config(decoder=DecoderConfig(iou_variant="tri", box_map_background="tri", instance_score_thresh=0.0))
 
 
 def _small_cityscapes() -> Config:

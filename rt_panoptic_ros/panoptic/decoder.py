@@ -37,7 +37,6 @@ from rt_panoptic_ros.panoptic.masks import Queries, instance_masks, select_queri
 from rt_panoptic_ros.panoptic.pixels import (
     CellMasks,
     Rectangles,
-    SemanticSquares,
     band_mask_pairs,
     band_semantic,
     block_rectangles,
@@ -173,15 +172,16 @@ def _decode_image(
 
     # Rules 2-3: free pixels take their semantic argmax, per block where it is one class,
     # per pixel in the blocks of mixed argmax that no instance took and in the band.
-    squares = SemanticSquares.compute(logits8, semantic8, semantic_mixed, rows8, cols8)
     free_mixed = (block_semantic_mixed.reshape(-1) & agree & ~block_owned).view_as(block_mask_mixed)
     _, free_band = block_rectangles(free_mixed, rows, cols)
-    band_classes = band_semantic(squares, band, rows8, cols8)
-    free_classes = band_semantic(squares, free_band, rows8, cols8)
+    band_classes = band_semantic(logits8, semantic8, semantic_mixed, band, (rows8, cols8))
+    free_classes = band_semantic(logits8, semantic8, semantic_mixed, free_band, (rows8, cols8))
     block_semantic = semantic8[rows8.low[rows.start]][:, cols8.low[cols.start]].reshape(-1)
     whole = agree & ~block_owned & ~block_semantic_mixed.reshape(-1)  # free blocks of one class
     num_classes = len(is_thing)
-    free_pixels = torch.bincount(block_semantic, weights=(pixel_count * whole).double(), minlength=num_classes)
+    free_pixels = torch.bincount(
+        block_semantic, weights=(pixel_count * whole).double(), minlength=num_classes
+    )
     free_pixels += torch.bincount(band_classes[~band_owned], minlength=num_classes)
     free_pixels += torch.bincount(free_classes, minlength=num_classes)
     stuff = stuff_lookup(free_pixels, is_thing, d.stuff_area)
@@ -199,7 +199,9 @@ def _decode_image(
         cols,
     )
     band_owner = placed.owner[num_blocks:]
-    maps.put(band, torch.where(band_owned, classes[band_owner], stuff[band_classes]), placed.new_id[band_owner])
+    maps.put(
+        band, torch.where(band_owned, classes[band_owner], stuff[band_classes]), placed.new_id[band_owner]
+    )
     maps.put(free_band, stuff[free_classes], None)
     return maps.result(placed, q, classes, (rows, cols), band)
 

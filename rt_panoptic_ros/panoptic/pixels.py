@@ -8,7 +8,8 @@ can be: rectangles of the same shape are evaluated together as dense ``[n, h, w]
 
 - :class:`CellMasks`: the masks M_j on the stride-4 cells, sparse and as bit sets;
 - :func:`band_mask_pairs`: M_j at the pixels of blocks whose corners disagree on a mask;
-- :class:`SemanticSquares` / :func:`band_semantic`: the semantic argmax at band pixels.
+- :func:`band_semantic`: the semantic argmax at the pixels of blocks whose stride-8 cells
+  disagree.
 """
 
 from __future__ import annotations
@@ -222,73 +223,66 @@ def band_mask_pairs(
     return (torch.cat(pixels), torch.cat(queries)) if pixels else (empty, empty)
 
 
-@dataclass
-class SemanticSquares:
-    """The semantic argmax, at the pixel, of the stride-8 squares whose corners disagree.
-
-    Square ``(r, c)`` is the area between cells ``r, r+1`` and ``c, c+1``: the pixels whose
-    sampling reads those lines. Each such square is evaluated densely over all its pixels.
-
-    Attributes:
-        index: ``[hn8, wn8]`` int64 square number, -1 where the corners share their argmax.
-        argmax: ``[hn8, wn8]`` the argmax at each cell.
-        classes: ``[T]`` int64 the class at every pixel of every mixed square.
-        rectangles: :class:`Rectangles` of the mixed squares (their pixels' enumeration).
-    """
-
-    index: Tensor
-    argmax: Tensor
-    classes: Tensor
-    rectangles: Rectangles
-
-    @classmethod
-    def compute(
-        cls, logits8: Tensor, argmax: Tensor, mixed: Tensor, rows8: AxisSampling, cols8: AxisSampling
-    ) -> SemanticSquares:
-        """Args: ``logits8 [C, h8, w8]``; ``argmax``, ``mixed``: ``[hn8, wn8]`` on the cells read."""
-        hn8, wn8 = mixed.shape
-        dr, dc = mixed.nonzero().unbind(1)
-        index = torch.full((hn8, wn8), -1, dtype=torch.long, device=argmax.device)
-        index[dr, dc] = torch.arange(len(dr), device=argmax.device)
-        row_first, row_count = _reading_pixels(rows8, hn8)
-        col_first, col_count = _reading_pixels(cols8, wn8)
-        rectangles = Rectangles.of(row_first[dr], col_first[dc], row_count[dr], col_count[dc])
-        classes = torch.zeros(rectangles.total, dtype=torch.long, device=argmax.device)
-        for h, w, members in rectangles.groups():
-            fy = rows8.frac[rectangles.y0[members][:, None] + torch.arange(h, device=dr.device)]
-            fx = cols8.frac[rectangles.x0[members][:, None] + torch.arange(w, device=dr.device)]
-            found = _square_argmax(logits8, (dr[members], dc[members]), fy, fx)  # [n, h, w]
-            start = int(rectangles.first[members[0]])
-            classes[start : start + found.numel()] = found.reshape(-1)
-        return cls(index=index, argmax=argmax, classes=classes, rectangles=rectangles)
-
-    def at(self, y: Tensor, x: Tensor, rows8: AxisSampling, cols8: AxisSampling) -> Tensor:
-        """The class at pixels ``(y, x)`` (any shape, broadcast)."""
-        r, c = rows8.low[y], cols8.low[x]
-        if len(self.classes) == 0:
-            return self.argmax[r, c]
-        square = self.index[r, c]
-        inside = square.clamp(min=0)
-        squares = self.rectangles
-        flat = (
-            squares.first[inside]
-            + (y - squares.y0[inside]) * squares.width[inside]
-            + (x - squares.x0[inside])
-        )
-        found = self.classes[flat.clamp_(0, len(self.classes) - 1)]
-        return torch.where(square >= 0, found, self.argmax[r, c])
-
-
 def band_semantic(
-    squares: SemanticSquares, rectangles: Rectangles, rows8: AxisSampling, cols8: AxisSampling
+    logits8: Tensor,
+    semantic8: Tensor,
+    semantic_mixed: Tensor,
+    rectangles: Rectangles,
+    sampling: tuple[AxisSampling, AxisSampling],
 ) -> Tensor:
-    """The semantic argmax at every pixel of some rectangles, in their enumeration order."""
-    found = []
-    for h, w, members in rectangles.groups():
-        y = rectangles.y0[members][:, None, None] + torch.arange(h, device=members.device)[None, :, None]
-        x = rectangles.x0[members][:, None, None] + torch.arange(w, device=members.device)[None, None, :]
-        found.append(squares.at(y, x, rows8, cols8).reshape(-1))
-    return torch.cat(found) if found else rectangles.y0.new_zeros(0)
+    """The argmax of the bilinear semantic logits at every pixel of some blocks.
+
+    A block's pixels read at most two stride-8 lines per axis (a stride-4 block spans half a
+    stride-8 cell), so each block is cut into at most four parts that read one square each.
+    A part whose square's corners share their argmax takes it (a convex combination keeps it
+    first); the others are evaluated densely, part shape by part shape.
+
+    Args:
+        logits8: ``[C, h8, w8]``; semantic8: ``[hn8, wn8]`` their argmax on the cells read;
+        semantic_mixed: ``[hn8, wn8]`` whether a cell's square has corners of different argmax.
+        rectangles: the blocks; sampling: the stride-8 row and column :class:`AxisSampling`.
+
+    Returns:
+        ``[T]`` int64 class per pixel, in the rectangles' enumeration order.
+    """
+    rows8, cols8 = sampling
+    out = torch.empty(rectangles.total, dtype=torch.long, device=semantic8.device)
+    if rectangles.total == 0:
+        return out
+    row_first, _ = _reading_pixels(rows8, semantic_mixed.shape[0])
+    col_first, _ = _reading_pixels(cols8, semantic_mixed.shape[1])
+    r = rectangles
+    # Where each block's rows (columns) switch to their second stride-8 line, if they do.
+    row_cut = row_first[rows8.low[r.y0 + r.height - 1]].clamp(min=r.y0) - r.y0  # rows in the first part
+    col_cut = col_first[cols8.low[r.x0 + r.width - 1]].clamp(min=r.x0) - r.x0
+    parts = []
+    for dy0, dh in ((torch.zeros_like(row_cut), torch.where(row_cut > 0, row_cut, r.height)),
+                    (row_cut, torch.where(row_cut > 0, r.height - row_cut, 0))):  # fmt: skip
+        for dx0, dw in ((torch.zeros_like(col_cut), torch.where(col_cut > 0, col_cut, r.width)),
+                        (col_cut, torch.where(col_cut > 0, r.width - col_cut, 0))):  # fmt: skip
+            keep = ((dh > 0) & (dw > 0)).nonzero().squeeze(1)
+            parts.append((keep, dy0[keep], dx0[keep], dh[keep], dw[keep]))
+    parent = torch.cat([p[0] for p in parts])
+    dy0, dx0, dh, dw = (torch.cat([p[k] for p in parts]) for k in range(1, 5))
+    pieces = Rectangles.of(r.y0[parent] + dy0, r.x0[parent] + dx0, dh, dw)
+    for h, w, members in pieces.groups():
+        y = pieces.y0[members][:, None] + torch.arange(h, device=out.device)  # [n, h]
+        x = pieces.x0[members][:, None] + torch.arange(w, device=out.device)  # [n, w]
+        dr, dc = rows8.low[y[:, 0]], cols8.low[x[:, 0]]
+        found = semantic8[dr, dc][:, None, None].expand(-1, h, w).clone()  # [n, h, w]
+        mixed = semantic_mixed[dr, dc].nonzero().squeeze(1)
+        if len(mixed):
+            found[mixed] = _square_argmax(
+                logits8, (dr[mixed], dc[mixed]), rows8.frac[y[mixed]], cols8.frac[x[mixed]]
+            )
+        owner = parent[members]
+        index = (
+            r.first[owner][:, None, None]
+            + (y - r.y0[owner][:, None])[:, :, None] * r.width[owner][:, None, None]
+            + (x - r.x0[owner][:, None])[:, None, :]
+        )  # [n, h, w] positions in the blocks' enumeration
+        out[index.reshape(-1)] = found.reshape(-1)
+    return out
 
 
 def _reading_pixels(sampling: AxisSampling, lines: int) -> tuple[Tensor, Tensor]:
