@@ -24,6 +24,7 @@ noise hits them alike; the JSON keeps medians, p90s and the ratios:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import statistics
@@ -118,11 +119,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--baseline", default=CELL_DECODER_REVISION, help="git revision to compare with")
     parser.add_argument("--tri-repo", type=Path, help="a checkout of TRI-ML/realtime_panoptic")
+    parser.add_argument(
+        "--box-map-background", default="exclude", choices=("exclude", "tri"),
+        help="this decoder's rule (the baseline knows only 'exclude': like for like by default)",
+    )  # fmt: skip
     parser.add_argument("--output", default=str(Path(__file__).with_name("decoder.json")))
     args = parser.parse_args()
 
     assert tuple(THINGS) == (2, 3), "the original wants the thing classes last"
-    cfg = scene_config()
+    cfg = scene_config(box_map_background=args.box_map_background, instance_score_thresh=0.0)
     baseline = load_baseline(args.baseline)
     original = load_original(args.tri_repo) if args.tri_repo else None
     rows = []
@@ -162,7 +167,7 @@ def main() -> None:
         "panoptic decoders side by side, CPU, batch 1, float32: rt_panoptic_ros.panoptic.decode "
         f"(decoder), the same package at {args.baseline} (baseline), TRI's PanopticFromDenseBox.process "
         "(original, no fusion)",
-        runs=args.runs, results=rows,
+        runs=args.runs, decoder=dataclasses.asdict(cfg.decoder), results=rows,
     )  # fmt: skip
 
 

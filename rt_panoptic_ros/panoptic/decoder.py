@@ -34,13 +34,7 @@ from rt_panoptic_ros.errors import InputError
 from rt_panoptic_ros.panoptic.boxes import BOX_MAP_STRIDE, box_iou, box_levels, clip_boxes, dense_boxes_at
 from rt_panoptic_ros.panoptic.fusion import Placement, place_instances, stuff_lookup
 from rt_panoptic_ros.panoptic.masks import Queries, instance_masks, select_queries
-from rt_panoptic_ros.panoptic.pixels import (
-    CellMasks,
-    Rectangles,
-    band_mask_pairs,
-    band_semantic,
-    block_rectangles,
-)
+from rt_panoptic_ros.panoptic.pixels import Band, CellMasks, band_mask_pairs, semantic_at_pixels
 from rt_panoptic_ros.panoptic.result import PanopticResult, Segment
 from rt_panoptic_ros.panoptic.sampling import (
     AxisBlocks,
@@ -157,38 +151,41 @@ def _decode_image(
     agree = (~block_mask_mixed).reshape(-1)
     uniform = agree.nonzero().squeeze(1)
     block_pairs = cell_masks.expand(uniform, block_cells[uniform])
-    band_blocks, band = block_rectangles(block_mask_mixed, rows, cols)
-    band_pairs = band_mask_pairs(cell_masks, band_blocks, band, (rows, cols), (rows4, cols4), d.mask_thresh)
+    band = Band.of(block_mask_mixed, rows, cols)
+    band_pairs = band_mask_pairs(cell_masks, band, (rows, cols), (rows4, cols4), d.mask_thresh)
     num_blocks = len(pixel_count)
     placed = place_instances(
         torch.cat((block_pairs[0], band_pairs[0] + num_blocks)),
         torch.cat((block_pairs[1], band_pairs[1])),
         len(q.boxes),
-        torch.cat((pixel_count * agree, torch.ones(band.total, dtype=torch.long, device=device))),
+        torch.cat((pixel_count * agree, band.valid.reshape(-1).long())),
         d.overlap_threshold,
     )
     owned = placed.owned
     block_owned, band_owned = owned[:num_blocks], owned[num_blocks:]
 
-    # Rules 2-3: free pixels take their semantic argmax, per block where it is one class,
-    # per pixel in the blocks of mixed argmax that no instance took and in the band.
-    free_mixed = (block_semantic_mixed.reshape(-1) & agree & ~block_owned).view_as(block_mask_mixed)
-    _, free_band = block_rectangles(free_mixed, rows, cols)
-    band_classes = band_semantic(logits8, semantic8, semantic_mixed, band, (rows8, cols8))
-    free_classes = band_semantic(logits8, semantic8, semantic_mixed, free_band, (rows8, cols8))
+    # Rules 2-3: free pixels take their semantic argmax: per block where it is one class,
+    # per pixel in the band and in the free blocks whose stride-8 cells disagree.
+    maps = _Maps.allocate(cfg)
+    semantic = semantic_at_pixels(logits8, semantic8, semantic_mixed, (rows8, cols8), maps.semantic_dtype)
+    free = Band.of(
+        (block_semantic_mixed.reshape(-1) & agree & ~block_owned).view_as(block_mask_mixed), rows, cols
+    )
+    band_classes = band.read(semantic).reshape(-1).long()
+    free_classes = free.read(semantic).reshape(-1).long()
     block_semantic = semantic8[rows8.low[rows.start]][:, cols8.low[cols.start]].reshape(-1)
     whole = agree & ~block_owned & ~block_semantic_mixed.reshape(-1)  # free blocks of one class
     num_classes = len(is_thing)
     free_pixels = torch.bincount(
         block_semantic, weights=(pixel_count * whole).double(), minlength=num_classes
     )
-    free_pixels += torch.bincount(band_classes[~band_owned], minlength=num_classes)
-    free_pixels += torch.bincount(free_classes, minlength=num_classes)
+    band_free = band.valid.reshape(-1) & ~band_owned
+    free_pixels += torch.bincount(band_classes[band_free], minlength=num_classes)
+    free_pixels += torch.bincount(free_classes[free.valid.reshape(-1)], minlength=num_classes)
     stuff = stuff_lookup(free_pixels, is_thing, d.stuff_area)
 
     # The maps: per block, then the owned blocks (few), then per pixel where blocks are mixed.
     classes = torch.cat((thing_ids[q.labels], thing_ids.new_zeros(1)))  # owner K = none
-    maps = _Maps.allocate(cfg)
     owned_blocks = torch.unique_consecutive(block_pairs[0])  # the blocks in some mask, sorted
     owned_blocks = owned_blocks[block_owned[owned_blocks]]
     owners = placed.owner[owned_blocks]
@@ -199,10 +196,9 @@ def _decode_image(
         cols,
     )
     band_owner = placed.owner[num_blocks:]
-    maps.put(
-        band, torch.where(band_owned, classes[band_owner], stuff[band_classes]), placed.new_id[band_owner]
-    )
-    maps.put(free_band, stuff[free_classes], None)
+    band.write(maps.semantic, torch.where(band_owned, classes[band_owner], stuff[band_classes]))
+    band.write(maps.instance, placed.new_id[band_owner])
+    free.write(maps.semantic, stuff[free_classes])
     return maps.result(placed, q, classes, (rows, cols), band)
 
 
@@ -265,7 +261,7 @@ def _tile_index(cells: Tensor, width: int) -> Tensor:
 
 @dataclass
 class _Maps:
-    """The ``[H, W]`` output maps, written per block, then per band pixel."""
+    """The ``[H, W]`` output maps, written per block, then per band pixel (:class:`Band`)."""
 
     semantic_dtype: torch.dtype
     instance_dtype: torch.dtype
@@ -285,20 +281,13 @@ class _Maps:
         self.semantic = fill_blocks(semantic.to(self.semantic_dtype).view(shape), rows, cols)
         self.instance = fill_blocks(instance.to(self.instance_dtype).view(shape), rows, cols)
 
-    def put(self, rectangles: Rectangles, semantic: Tensor, instance: Tensor | None) -> None:
-        """Per-pixel values over the pixels of ``rectangles`` (enumeration order)."""
-        y, x = rectangles.pixels()
-        self.semantic[y, x] = semantic.to(self.semantic_dtype)
-        if instance is not None:
-            self.instance[y, x] = instance.to(self.instance_dtype)
-
     def result(
         self,
         placed: Placement,
         q: Queries,
         classes: Tensor,
         blocks: tuple[AxisBlocks, AxisBlocks],
-        band: Rectangles,
+        band: Band,
     ) -> PanopticResult:
         """The maps and the segments (one host transfer for all the per-instance numbers)."""
         boxes = _segment_boxes(placed, blocks, band)
@@ -313,7 +302,7 @@ class _Maps:
         return PanopticResult(semantic=self.semantic, instance=self.instance, segments=segments)
 
 
-def _segment_boxes(placed: Placement, blocks: tuple[AxisBlocks, AxisBlocks], band: Rectangles) -> Tensor:
+def _segment_boxes(placed: Placement, blocks: tuple[AxisBlocks, AxisBlocks], band: Band) -> Tensor:
     """Tight ``[K', 4]`` xyxy boxes (x2, y2 exclusive) of the kept instances, from their units."""
     rows, cols = blocks
     num_blocks = len(rows) * len(cols)
@@ -322,8 +311,7 @@ def _segment_boxes(placed: Placement, blocks: tuple[AxisBlocks, AxisBlocks], ban
     in_block = owned < num_blocks
     block, pixel = owned[in_block], owned[~in_block] - num_blocks
     a, b = block // len(cols), block % len(cols)
-    y, x = band.pixels()
-    y, x = y[pixel], x[pixel]
+    y, x = band.coordinates(pixel)
     x0 = torch.cat((cols.start[b], x))
     y0 = torch.cat((rows.start[a], y))
     x1 = torch.cat((cols.start[b] + cols.length[b], x + 1))

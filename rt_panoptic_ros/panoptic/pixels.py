@@ -3,25 +3,24 @@
 A block's pixels read the same four stride-4 cells; where those agree on every mask and the
 stride-8 cells its pixels read agree on the semantic argmax, the block is decided once
 (convexity of bilinear reads, :mod:`~rt_panoptic_ros.panoptic.sampling`). The rest is the
-band along boundaries, handled here without per-pixel Python or per-pixel gathers where it
-can be: rectangles of the same shape are evaluated together as dense ``[n, h, w]`` tensors.
+band along boundaries, handled here as dense ``[n, h, w]`` tensors over blocks of pixels.
 
 - :class:`CellMasks`: the masks M_j on the stride-4 cells, sparse and as bit sets;
-- :func:`band_mask_pairs`: M_j at the pixels of blocks whose corners disagree on a mask;
-- :func:`band_semantic`: the semantic argmax at the pixels of blocks whose stride-8 cells
-  disagree.
+- :class:`Band`: blocks whose corners disagree, as one padded grid of pixels;
+- :func:`band_mask_pairs`: M_j at the pixels of the band;
+- :func:`semantic_at_pixels`: the semantic argmax at every pixel.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from rt_panoptic_ros.panoptic.sampling import AxisBlocks, AxisSampling, bilinear
+from rt_panoptic_ros.panoptic.sampling import AxisBlocks, AxisSampling, axis_blocks, bilinear, fill_blocks
 
 #: Bits of one membership word (int64 without its sign bit).
 _WORD_BITS = 63
@@ -94,77 +93,66 @@ class CellMasks:
 
 
 @dataclass
-class Rectangles:
-    """Rectangles of pixels (blocks, squares), enumerated group by group of equal shape.
+class Band:
+    """Blocks decided pixel by pixel, laid out as one padded ``[M, h, w]`` grid of pixels.
 
-    Pixel ``t`` of the enumeration is ``(y0 + dy, x0 + dx)`` of its rectangle, row-major, the
-    rectangles of one shape one after the other (:meth:`groups`), so that work on them is
-    dense ``[n, h, w]`` tensors.
+    Blocks are nearly all of one size (4 x 4 pixels at the network's own resolution), so
+    padding each to the largest (the first row and column of blocks are up to 1.5x as long)
+    turns every per-pixel step into one dense tensor operation. Padded slots are invalid:
+    they weigh nothing, are in no mask and are never written.
 
     Attributes:
-        y0, x0, height, width: ``[M]`` int64 each rectangle's top-left pixel and size.
-        first: ``[M]`` where its pixels start in the enumeration.
-        total: pixels in all.
+        blocks: ``[M]`` flat index ``row_block * C + col_block`` of each block.
+        y: ``[M, h]`` and x: ``[M, w]`` the image rows and columns of each block's slots
+            (repeating the block's last one in the padding).
+        valid: ``[M, h, w]`` bool, the slot is a pixel of its block.
     """
 
-    y0: Tensor
-    x0: Tensor
-    height: Tensor
-    width: Tensor
-    first: Tensor
-    total: int = 0
-    _pixels: tuple[Tensor, Tensor] | None = None
+    blocks: Tensor
+    y: Tensor
+    x: Tensor
+    valid: Tensor
 
     @classmethod
-    def of(cls, y0: Tensor, x0: Tensor, height: Tensor, width: Tensor) -> Rectangles:
-        first = torch.zeros_like(y0)
-        rectangles = cls(y0, x0, height, width, first)
-        count = 0
-        for h, w, members in rectangles.groups():
-            first[members] = count + torch.arange(len(members), device=y0.device) * (h * w)
-            count += len(members) * h * w
-        rectangles.total = count
-        return rectangles
+    def of(cls, flags: Tensor, rows: AxisBlocks, cols: AxisBlocks) -> Band:
+        """The blocks flagged in ``flags [R, C]``."""
+        a, b = flags.nonzero().unbind(1)
+        device = flags.device
+        h = int(rows.length[a].max()) if len(a) else 1
+        w = int(cols.length[b].max()) if len(a) else 1
+        dy, dx = torch.arange(h, device=device), torch.arange(w, device=device)
+        y = rows.start[a][:, None] + torch.minimum(dy, rows.length[a][:, None] - 1)
+        x = cols.start[b][:, None] + torch.minimum(dx, cols.length[b][:, None] - 1)
+        valid = (dy < rows.length[a][:, None])[:, :, None] & (dx < cols.length[b][:, None])[:, None, :]
+        return cls(blocks=a * len(cols) + b, y=y, x=x, valid=valid)
 
     def __len__(self) -> int:
-        return len(self.y0)
+        return self.valid.numel()
 
-    def groups(self) -> Iterator[tuple[int, int, Tensor]]:
-        """``(h, w, members)`` for every shape present (a few: blocks are nearly regular)."""
-        if len(self.y0) == 0:
-            return
-        span = int(self.width.max()) + 1
-        shapes, inverse = torch.unique(self.height * span + self.width, return_inverse=True)
-        for k, shape in enumerate(shapes.tolist()):
-            yield shape // span, shape % span, (inverse == k).nonzero().squeeze(1)
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.valid.shape[1], self.valid.shape[2]
 
-    def pixels(self) -> tuple[Tensor, Tensor]:
-        """``y [T]``, ``x [T]`` of every pixel, in enumeration order (computed once)."""
-        if self._pixels is None:
-            self._pixels = self._enumerate()
-        return self._pixels
+    def coordinates(self, slots: Tensor) -> tuple[Tensor, Tensor]:
+        """Image ``(y, x)`` of slots (flat indices into the ``[M, h, w]`` grid)."""
+        h, w = self.shape
+        block, within = slots // (h * w), slots % (h * w)
+        return self.y[block, within // w], self.x[block, within % w]
 
-    def _enumerate(self) -> tuple[Tensor, Tensor]:
-        ys, xs = [], []
-        for h, w, members in self.groups():
-            dy = torch.arange(h, device=self.y0.device)
-            dx = torch.arange(w, device=self.y0.device)
-            ys.append((self.y0[members][:, None, None] + dy[None, :, None]).expand(-1, h, w).reshape(-1))
-            xs.append((self.x0[members][:, None, None] + dx[None, None, :]).expand(-1, h, w).reshape(-1))
-        empty = self.y0.new_zeros(0)
-        return (torch.cat(ys), torch.cat(xs)) if ys else (empty, empty)
+    def read(self, image_map: Tensor) -> Tensor:
+        """``[M, h, w]`` values of an ``[H, W]`` map at the slots."""
+        return image_map[self.y[:, :, None], self.x[:, None, :]]
 
-
-def block_rectangles(flags: Tensor, rows: AxisBlocks, cols: AxisBlocks) -> tuple[Tensor, Rectangles]:
-    """The blocks flagged in ``flags [R, C]``: their flat indices ``[M]`` and their pixels."""
-    a, b = flags.nonzero().unbind(1)
-    return a * len(cols) + b, Rectangles.of(rows.start[a], cols.start[b], rows.length[a], cols.length[b])
+    def write(self, image_map: Tensor, values: Tensor) -> None:
+        """Write ``[M, h, w]`` (or flat) values into an ``[H, W]`` map, valid slots only."""
+        slots = self.valid.reshape(-1).nonzero().squeeze(1)
+        y, x = self.coordinates(slots)
+        image_map[y, x] = values.reshape(-1)[slots].to(image_map.dtype)
 
 
 def band_mask_pairs(
     masks: CellMasks,
-    blocks: Tensor,
-    rectangles: Rectangles,
+    band: Band,
     axes: tuple[AxisBlocks, AxisBlocks],
     sampling: tuple[AxisSampling, AxisSampling],
     mask_thresh: float,
@@ -175,121 +163,72 @@ def band_mask_pairs(
     holds none; only the masks the corners disagree on are read, bilinearly, per pixel.
 
     Args:
-        blocks: ``[M]`` flat block indices ``row_block * C + col_block``; rectangles: their pixels.
-        axes: the row and column :class:`AxisBlocks`; sampling: the stride-4 row and column
-            :class:`AxisSampling` of the image.
+        band: the blocks; axes: the row and column :class:`AxisBlocks`; sampling: the stride-4
+            row and column :class:`AxisSampling` of the image.
 
     Returns:
-        ``pixels [E]`` (indices into the rectangles' enumeration) and ``queries [E]``.
+        ``slots [E]`` (flat indices into the band's ``[M, h, w]`` grid) and ``queries [E]``.
     """
     rows, cols = axes
     rows4, cols4 = sampling
-    a, b = blocks // len(cols), blocks % len(cols)
+    a, b = band.blocks // len(cols), band.blocks % len(cols)
     wn = masks.width
     corners = torch.stack(
         (rows.low[a] * wn + cols.low[b], rows.low[a] * wn + cols.high[b],
          rows.high[a] * wn + cols.low[b], rows.high[a] * wn + cols.high[b])
     )  # [4, M]  # fmt: skip
-    # Every mask of any corner once: a corner's masks that no earlier corner is in.
-    index = torch.arange(len(blocks), device=blocks.device)
-    found_blocks, found_queries = [], []
-    for k in range(4):
-        block, query = masks.expand(index, corners[k])
-        new = torch.ones_like(block, dtype=torch.bool)
-        for earlier in range(k):
-            new &= ~masks.contains(corners[earlier][block], query)
-        found_blocks.append(block[new])
-        found_queries.append(query[new])
-    block, query = torch.cat(found_blocks), torch.cat(found_queries)
-    corner_cells, corner_queries = corners[:, block].reshape(-1), query.repeat(4)
-    inside = masks.contains(corner_cells, corner_queries).view(4, -1).all(dim=0)
-    values = masks.value(corner_cells, corner_queries).view(4, -1)  # [4, E]
-
-    pixels, queries = [], []
-    for h, w, members in rectangles.groups():
-        in_group = torch.zeros(len(blocks), dtype=torch.bool, device=blocks.device)
-        in_group[members] = True
-        here = in_group[block].nonzero().squeeze(1)
-        e_block, e_query, e_inside = block[here], query[here], inside[here]
-        v = values[:, here, None, None]  # [4, E, 1, 1]
-        fy = rows4.frac[rectangles.y0[e_block][:, None] + torch.arange(h, device=block.device)][:, :, None]
-        fx = cols4.frac[rectangles.x0[e_block][:, None] + torch.arange(w, device=block.device)][:, None, :]
-        hit = bilinear(v[0], v[1], v[2], v[3], fy, fx) > mask_thresh  # [E, h, w]
-        hit |= e_inside[:, None, None]
-        e, offset = hit.view(len(here), h * w).nonzero().unbind(1)
-        pixels.append(rectangles.first[e_block[e]] + offset)
-        queries.append(e_query[e])
-    empty = blocks.new_zeros(0)
-    return (torch.cat(pixels), torch.cat(queries)) if pixels else (empty, empty)
+    # Every mask of any corner once: from the first corner that is in it.
+    m = len(band.blocks)
+    entry, query = masks.expand(torch.arange(4 * m, device=a.device), corners.reshape(-1))
+    block, corner = entry % m, entry // m
+    held = torch.stack([masks.contains(corners[k][block], query) for k in range(4)])  # [4, E]
+    first = (held.long().argmax(dim=0) == corner).nonzero().squeeze(1)
+    block, query, held = block[first], query[first], held[:, first]
+    values = masks.value(corners[:, block].reshape(-1), query.repeat(4)).view(4, -1, 1, 1)  # [4, E, 1, 1]
+    fy = rows4.frac[band.y[block]][:, :, None]  # [E, h, 1]
+    fx = cols4.frac[band.x[block]][:, None, :]  # [E, 1, w]
+    hit = bilinear(values[0], values[1], values[2], values[3], fy, fx) > mask_thresh
+    hit |= held.all(dim=0)[:, None, None]  # in all four corners: in every pixel
+    hit &= band.valid[block]
+    h, w = band.shape
+    e, within = hit.view(len(block), h * w).nonzero().unbind(1)
+    return block[e] * (h * w) + within, query[e]
 
 
-def band_semantic(
+def semantic_at_pixels(
     logits8: Tensor,
     semantic8: Tensor,
     semantic_mixed: Tensor,
-    rectangles: Rectangles,
     sampling: tuple[AxisSampling, AxisSampling],
+    dtype: torch.dtype,
 ) -> Tensor:
-    """The argmax of the bilinear semantic logits at every pixel of some blocks.
+    """The argmax of the bilinear semantic logits at every pixel, as an ``[H, W]`` map.
 
-    A block's pixels read at most two stride-8 lines per axis (a stride-4 block spans half a
-    stride-8 cell), so each block is cut into at most four parts that read one square each.
-    A part whose square's corners share their argmax takes it (a convex combination keeps it
-    first); the others are evaluated densely, part shape by part shape.
+    The stride-8 argmax is repeated over the pixels of each square whose four corners share
+    it (a convex combination keeps it first); squares whose corners disagree are evaluated
+    densely over their pixels, square shape by square shape (nearly all are one shape).
 
     Args:
         logits8: ``[C, h8, w8]``; semantic8: ``[hn8, wn8]`` their argmax on the cells read;
         semantic_mixed: ``[hn8, wn8]`` whether a cell's square has corners of different argmax.
-        rectangles: the blocks; sampling: the stride-8 row and column :class:`AxisSampling`.
-
-    Returns:
-        ``[T]`` int64 class per pixel, in the rectangles' enumeration order.
+        sampling: the stride-8 row and column :class:`AxisSampling`.
     """
     rows8, cols8 = sampling
-    out = torch.empty(rectangles.total, dtype=torch.long, device=semantic8.device)
-    if rectangles.total == 0:
-        return out
-    row_first, _ = _reading_pixels(rows8, semantic_mixed.shape[0])
-    col_first, _ = _reading_pixels(cols8, semantic_mixed.shape[1])
-    r = rectangles
-    # Where each block's rows (columns) switch to their second stride-8 line, if they do.
-    row_cut = row_first[rows8.low[r.y0 + r.height - 1]].clamp(min=r.y0) - r.y0  # rows in the first part
-    col_cut = col_first[cols8.low[r.x0 + r.width - 1]].clamp(min=r.x0) - r.x0
-    parts = []
-    for dy0, dh in ((torch.zeros_like(row_cut), torch.where(row_cut > 0, row_cut, r.height)),
-                    (row_cut, torch.where(row_cut > 0, r.height - row_cut, 0))):  # fmt: skip
-        for dx0, dw in ((torch.zeros_like(col_cut), torch.where(col_cut > 0, col_cut, r.width)),
-                        (col_cut, torch.where(col_cut > 0, r.width - col_cut, 0))):  # fmt: skip
-            keep = ((dh > 0) & (dw > 0)).nonzero().squeeze(1)
-            parts.append((keep, dy0[keep], dx0[keep], dh[keep], dw[keep]))
-    parent = torch.cat([p[0] for p in parts])
-    dy0, dx0, dh, dw = (torch.cat([p[k] for p in parts]) for k in range(1, 5))
-    pieces = Rectangles.of(r.y0[parent] + dy0, r.x0[parent] + dx0, dh, dw)
-    for h, w, members in pieces.groups():
-        y = pieces.y0[members][:, None] + torch.arange(h, device=out.device)  # [n, h]
-        x = pieces.x0[members][:, None] + torch.arange(w, device=out.device)  # [n, w]
-        dr, dc = rows8.low[y[:, 0]], cols8.low[x[:, 0]]
-        found = semantic8[dr, dc][:, None, None].expand(-1, h, w).clone()  # [n, h, w]
-        mixed = semantic_mixed[dr, dc].nonzero().squeeze(1)
-        if len(mixed):
-            found[mixed] = _square_argmax(
-                logits8, (dr[mixed], dc[mixed]), rows8.frac[y[mixed]], cols8.frac[x[mixed]]
-            )
-        owner = parent[members]
-        index = (
-            r.first[owner][:, None, None]
-            + (y - r.y0[owner][:, None])[:, :, None] * r.width[owner][:, None, None]
-            + (x - r.x0[owner][:, None])[:, None, :]
-        )  # [n, h, w] positions in the blocks' enumeration
-        out[index.reshape(-1)] = found.reshape(-1)
-    return out
-
-
-def _reading_pixels(sampling: AxisSampling, lines: int) -> tuple[Tensor, Tensor]:
-    """Per grid line, the first pixel that reads it as its ``low`` line, and how many do."""
-    ids = torch.arange(lines, device=sampling.low.device)
-    first = torch.searchsorted(sampling.low, ids)
-    return first, torch.searchsorted(sampling.low, ids, right=True) - first
+    rows, cols = axis_blocks(rows8), axis_blocks(cols8)
+    pixels = fill_blocks(semantic8[rows.low][:, cols.low].to(dtype), rows, cols)  # [H, W]
+    a, b = semantic_mixed[rows.low][:, cols.low].nonzero().unbind(1)  # mixed squares, as blocks
+    span = int(cols.length.max()) + 1
+    shapes, inverse = torch.unique(rows.length[a] * span + cols.length[b], return_inverse=True)
+    for k, shape in enumerate(shapes.tolist()):
+        h, w = shape // span, shape % span
+        members = (inverse == k).nonzero().squeeze(1)
+        y = rows.start[a[members]][:, None] + torch.arange(h, device=a.device)  # [n, h]
+        x = cols.start[b[members]][:, None] + torch.arange(w, device=a.device)  # [n, w]
+        found = _square_argmax(
+            logits8, (rows.low[a[members]], cols.low[b[members]]), rows8.frac[y], cols8.frac[x]
+        )
+        pixels[y[:, :, None], x[:, None, :]] = found.to(dtype)
+    return pixels
 
 
 def _square_argmax(logits8: Tensor, squares: tuple[Tensor, Tensor], fy: Tensor, fx: Tensor) -> Tensor:
