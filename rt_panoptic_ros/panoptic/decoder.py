@@ -199,7 +199,8 @@ def _decode_image(
     band.write(maps.semantic, torch.where(band_owned, classes[band_owner], stuff[band_classes]))
     band.write(maps.instance, placed.new_id[band_owner])
     free.write(maps.semantic, stuff[free_classes])
-    return maps.result(placed, q, classes, (rows, cols), band)
+    boxes = _segment_boxes(placed, owned_blocks, band_owned.nonzero().squeeze(1), (rows, cols), band)
+    return maps.result(placed, q, classes, boxes)
 
 
 def _cell_masks(
@@ -281,16 +282,8 @@ class _Maps:
         self.semantic = fill_blocks(semantic.to(self.semantic_dtype).view(shape), rows, cols)
         self.instance = fill_blocks(instance.to(self.instance_dtype).view(shape), rows, cols)
 
-    def result(
-        self,
-        placed: Placement,
-        q: Queries,
-        classes: Tensor,
-        blocks: tuple[AxisBlocks, AxisBlocks],
-        band: Band,
-    ) -> PanopticResult:
+    def result(self, placed: Placement, q: Queries, classes: Tensor, boxes: Tensor) -> PanopticResult:
         """The maps and the segments (one host transfer for all the per-instance numbers)."""
-        boxes = _segment_boxes(placed, blocks, band)
         columns = zip(
             classes[placed.kept].tolist(), q.scores[placed.kept].tolist(), boxes.tolist(),
             placed.areas.tolist(), strict=True,
@@ -302,21 +295,23 @@ class _Maps:
         return PanopticResult(semantic=self.semantic, instance=self.instance, segments=segments)
 
 
-def _segment_boxes(placed: Placement, blocks: tuple[AxisBlocks, AxisBlocks], band: Band) -> Tensor:
-    """Tight ``[K', 4]`` xyxy boxes (x2, y2 exclusive) of the kept instances, from their units."""
-    rows, cols = blocks
-    num_blocks = len(rows) * len(cols)
-    owned = placed.owned.nonzero().squeeze(1)
-    ids = placed.new_id[placed.owner[owned]] - 1
-    in_block = owned < num_blocks
-    block, pixel = owned[in_block], owned[~in_block] - num_blocks
-    a, b = block // len(cols), block % len(cols)
-    y, x = band.coordinates(pixel)
+def _segment_boxes(
+    placed: Placement, blocks: Tensor, slots: Tensor, axes: tuple[AxisBlocks, AxisBlocks], band: Band
+) -> Tensor:
+    """Tight ``[K', 4]`` xyxy boxes (x2, y2 exclusive) of the kept instances, from the units they own.
+
+    Args:
+        blocks: ``[B']`` the owned blocks (flat indices); slots: ``[P']`` the owned band slots.
+    """
+    rows, cols = axes
+    a, b = blocks // len(cols), blocks % len(cols)
+    y, x = band.coordinates(slots)
     x0 = torch.cat((cols.start[b], x))
     y0 = torch.cat((rows.start[a], y))
     x1 = torch.cat((cols.start[b] + cols.length[b], x + 1))
     y1 = torch.cat((rows.start[a] + rows.length[a], y + 1))
-    ids = torch.cat((ids[in_block], ids[~in_block]))
+    owners = torch.cat((placed.owner[blocks], placed.owner[len(rows) * len(cols) + slots]))
+    ids = placed.new_id[owners] - 1
     count = len(placed.kept)
     lows = torch.full((2, count), torch.iinfo(torch.long).max, dtype=torch.long, device=ids.device)
     highs = torch.zeros((2, count), dtype=torch.long, device=ids.device)

@@ -112,6 +112,7 @@ class Band:
     y: Tensor
     x: Tensor
     valid: Tensor
+    _pixels: tuple[Tensor, Tensor, Tensor] | None = None
 
     @classmethod
     def of(cls, flags: Tensor, rows: AxisBlocks, cols: AxisBlocks) -> Band:
@@ -143,10 +144,16 @@ class Band:
         """``[M, h, w]`` values of an ``[H, W]`` map at the slots."""
         return image_map[self.y[:, :, None], self.x[:, None, :]]
 
+    def pixels(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The valid slots (flat indices) and their image ``(y, x)`` (computed once)."""
+        if self._pixels is None:
+            slots = self.valid.reshape(-1).nonzero().squeeze(1)
+            self._pixels = (slots, *self.coordinates(slots))
+        return self._pixels
+
     def write(self, image_map: Tensor, values: Tensor) -> None:
         """Write ``[M, h, w]`` (or flat) values into an ``[H, W]`` map, valid slots only."""
-        slots = self.valid.reshape(-1).nonzero().squeeze(1)
-        y, x = self.coordinates(slots)
+        slots, y, x = self.pixels()
         image_map[y, x] = values.reshape(-1)[slots].to(image_map.dtype)
 
 
@@ -181,18 +188,29 @@ def band_mask_pairs(
     m = len(band.blocks)
     entry, query = masks.expand(torch.arange(4 * m, device=a.device), corners.reshape(-1))
     block, corner = entry % m, entry // m
-    held = torch.stack([masks.contains(corners[k][block], query) for k in range(4)])  # [4, E]
-    first = (held.long().argmax(dim=0) == corner).nonzero().squeeze(1)
-    block, query, held = block[first], query[first], held[:, first]
+    held = [masks.contains(corners[k][block], query) for k in range(4)]  # 4 x [E]
+    first = torch.where(held[0], 0, torch.where(held[1], 1, torch.where(held[2], 2, 3)))
+    once = (first == corner).nonzero().squeeze(1)
+    block, query, held = block[once], query[once], [h[once] for h in held]
+    h, w = band.shape
+    slots, queries = [], []
+    # A mask in all four corners is in every pixel of the block.
+    inside = (held[0] & held[1] & held[2] & held[3]).nonzero().squeeze(1)
+    e, within = band.valid[block[inside]].view(len(inside), h * w).nonzero().unbind(1)
+    slots.append(block[inside][e] * (h * w) + within)
+    queries.append(query[inside][e])
+    # The others: bilinear P_loc * P_sem per pixel, then the threshold.
+    partial = (~(held[0] & held[1] & held[2] & held[3])).nonzero().squeeze(1)
+    block, query = block[partial], query[partial]
     values = masks.value(corners[:, block].reshape(-1), query.repeat(4)).view(4, -1, 1, 1)  # [4, E, 1, 1]
     fy = rows4.frac[band.y[block]][:, :, None]  # [E, h, 1]
     fx = cols4.frac[band.x[block]][:, None, :]  # [E, 1, w]
     hit = bilinear(values[0], values[1], values[2], values[3], fy, fx) > mask_thresh
-    hit |= held.all(dim=0)[:, None, None]  # in all four corners: in every pixel
     hit &= band.valid[block]
-    h, w = band.shape
     e, within = hit.view(len(block), h * w).nonzero().unbind(1)
-    return block[e] * (h * w) + within, query[e]
+    slots.append(block[e] * (h * w) + within)
+    queries.append(query[e])
+    return torch.cat(slots), torch.cat(queries)
 
 
 def semantic_at_pixels(
