@@ -144,29 +144,35 @@ def any_in_windows(flags: Tensor, rows: tuple[Tensor, Tensor], cols: tuple[Tenso
 
 
 def fill_blocks(block_map: Tensor, rows: AxisBlocks, cols: AxisBlocks) -> Tensor:
-    """``[R, C]`` per-block values -> ``[H, W]`` per-pixel values (each block over its pixels)."""
-    return _fill_axis(_fill_axis(block_map, cols, 1), rows, 0)
-
-
-def _fill_axis(values: Tensor, blocks: AxisBlocks, dim: int) -> Tensor:
-    """Repeat each block's entry along ``dim`` over its pixels.
+    """``[R, C]`` per-block values -> ``[H, W]`` per-pixel values (each block over its pixels).
 
     Blocks of one length but the first and last (any image whose size is a whole multiple of
-    its network input's, the usual case) are a strided repeat, several times cheaper than a
-    gather: the first block is repeated to a whole number of blocks and cut at the start.
+    its network input's, the usual case) are a repeat by a constant, several times cheaper than
+    a gather: the first and last blocks are repeated to whole numbers of blocks, the whole
+    repeated, and the result cut where the image starts.
     """
+    row_plan, col_plan = _repeat_plan(rows), _repeat_plan(cols)
+    if row_plan is None or col_plan is None:
+        return block_map.index_select(1, cols.of_pixel).index_select(0, rows.of_pixel)
+    (row_step, row_lead, row_trail), (col_step, col_lead, col_trail) = row_plan, col_plan
+    padded = torch.cat(
+        (block_map[:1].expand(row_lead - 1, -1), block_map, block_map[-1:].expand(row_trail - 1, -1))
+    )
+    padded = torch.cat(
+        (padded[:, :1].expand(-1, col_lead - 1), padded, padded[:, -1:].expand(-1, col_trail - 1)), dim=1
+    )
+    repeated = padded.repeat_interleave(col_step, dim=1).repeat_interleave(row_step, dim=0)
+    top, left = row_lead * row_step - int(rows.length[0]), col_lead * col_step - int(cols.length[0])
+    return repeated[top : top + len(rows.of_pixel), left : left + len(cols.of_pixel)].contiguous()
+
+
+def _repeat_plan(blocks: AxisBlocks) -> tuple[int, int, int] | None:
+    """``(step, lead, trail)`` when all blocks but the first and last are ``step`` long: the
+    first and last then take ``lead`` and ``trail`` blocks of ``step``; else ``None``."""
     lengths = blocks.length
-    n, total = len(lengths), len(blocks.of_pixel)
-    if n >= 3:
-        step = int(lengths[1])
-        if bool((lengths[1:-1] == step).all()):
-            lead, trail = -(-int(lengths[0]) // step), -(-int(lengths[-1]) // step)
-            index = torch.cat((
-                torch.zeros(lead, dtype=torch.long), torch.arange(1, n - 1), torch.full((trail,), n - 1)
-            )).to(values.device)  # fmt: skip
-            repeated = values.index_select(dim, index).unsqueeze(dim + 1)
-            shape = list(repeated.shape)
-            shape[dim + 1] = step
-            repeated = repeated.expand(shape).flatten(dim, dim + 1)
-            return repeated.narrow(dim, lead * step - int(lengths[0]), total).contiguous()
-    return values.index_select(dim, blocks.of_pixel)
+    if len(lengths) < 3:
+        return None
+    step = int(lengths[1])
+    if not bool((lengths[1:-1] == step).all()):
+        return None
+    return step, -(-int(lengths[0]) // step), -(-int(lengths[-1]) // step)
