@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib.util
 import json
 import statistics
@@ -106,7 +107,8 @@ def original_call(processor_class, outputs, cfg, size):
     )  # fmt: skip
     h4, w4 = outputs.levelness_logits.shape[-2:]
     level_locations = [
-        locations(c.shape[-2], c.shape[-1], s, c.device) for c, s in zip(outputs.box_cls, FPN_STRIDES)
+        locations(c.shape[-2], c.shape[-1], s, c.device)
+        for c, s in zip(outputs.box_cls, FPN_STRIDES, strict=True)
     ]
     level_locations.append(locations(h4, w4, 4, outputs.levelness_logits.device))
     return lambda: processor.process(
@@ -152,15 +154,16 @@ def main() -> None:
         height, width = (int(v) for v in size.split("x"))
         for queries in args.queries:
             outputs = street_scene(height, width, queries)
+            size_hw = (height, width)
             calls = {
-                "decoder": lambda: decode(outputs, cfg, (height, width)),
-                "baseline": lambda: baseline(outputs, cfg, (height, width)),
+                "decoder": functools.partial(decode, outputs, cfg, size_hw),
+                "baseline": functools.partial(baseline, outputs, cfg, size_hw),
             }
             instances = len(calls["decoder"]()[0].segments)
             times = time_interleaved(calls, args.runs)
             if original is not None:  # on its own: its gigabytes of temporaries would slow the others
-                times.update(time_interleaved({"original": original_call(original, outputs, cfg, (height, width))},
-                                              args.runs))  # fmt: skip
+                original_only = {"original": original_call(original, outputs, cfg, size_hw)}
+                times.update(time_interleaved(original_only, args.runs))
             row = {"height": height, "width": width, "queries": queries, "instances": instances}
             for name, values in times.items():
                 values.sort()

@@ -75,7 +75,9 @@ def score(categories, items, decoder) -> dict:
         pred_segments = [Segment(id=s["id"], category_id=s["category_id"]) for s in info]
         evaluator.process(gt_ids, gt_segments, pred_ids, pred_segments)
     r = evaluator.evaluate()
-    out = {f"{k}_{m}": round(100 * r[k][m], 2) for k in ("All", "Things", "Stuff") for m in ("pq", "sq", "rq")}
+    out = {
+        f"{k}_{m}": round(100 * r[k][m], 2) for k in ("All", "Things", "Stuff") for m in ("pq", "sq", "rq")
+    }
     out["miou"] = round(100 * r["semantic"]["miou"], 2)
     names = {c.id: c.name for c in categories}
     out["per_class_pq"] = {names[c]: round(100 * v["pq"], 1) for c, v in r["per_class"].items()}
@@ -138,7 +140,9 @@ def main() -> None:
             print(json.dumps(selection[-1]), file=sys.stderr)
     best = max(selection, key=lambda r: r["pq"])
     chosen = with_decoder(
-        base_cfg, box_map_background=best["box_map_background"], instance_score_thresh=best["instance_score_thresh"]
+        base_cfg,
+        box_map_background=best["box_map_background"],
+        instance_score_thresh=best["instance_score_thresh"],
     )
 
     held_out = []
@@ -155,8 +159,8 @@ def main() -> None:
                    "box_map_background": cfg.decoder.box_map_background}  # fmt: skip
             for name, f in (("cell", cell), ("full", full), ("reference", reference)):
                 row[name] = score(categories, items, f)
-                print(size, label, name, json.dumps({k: v for k, v in row[name].items() if k != "per_class_pq"}),
-                      file=sys.stderr)  # fmt: skip
+                summary = {k: v for k, v in row[name].items() if k != "per_class_pq"}
+                print(size, label, name, json.dumps(summary), file=sys.stderr)
             held_out.append(row)
     write_benchmark(
         args.output,

@@ -334,7 +334,9 @@ def save_yaml(cfg: Config, path: str | Path) -> None:
 
 def _tri_cityscapes() -> Config:
     """The public TRI Cityscapes model (ResNet-50, 19 classes, things 11..18)."""
-    return Config(decoder=DecoderConfig(iou_variant="tri", box_map_background="tri", instance_score_thresh=0.0))
+    return Config(
+        decoder=DecoderConfig(iou_variant="tri", box_map_background="tri", instance_score_thresh=0.0)
+    )
 
 
 def _small_cityscapes() -> Config:

@@ -252,9 +252,10 @@ def semantic_at_pixels(
 def _square_argmax(logits8: Tensor, squares: tuple[Tensor, Tensor], fy: Tensor, fx: Tensor) -> Tensor:
     """Argmax of the bilinear logits over the pixels of some squares, among their candidates.
 
-    Class d can beat class c somewhere between the four corners only if d's largest corner
-    logit reaches c's smallest, so the candidates are the classes whose largest corner logit
-    reaches ``max_c min_corner l_c``: usually two or three of C.
+    Some class c keeps ``reach = max_c min_corner l_c`` or more everywhere between the four
+    corners, so a class d whose largest corner logit is below it never wins, and one whose
+    largest equals it can at best tie with the lowest such c, and then wins only if its id is
+    lower. The rest are the candidates: usually two or three of C.
 
     Args:
         squares: ``(rows [n], cols [n])`` top-left cell of each square.
@@ -268,11 +269,14 @@ def _square_argmax(logits8: Tensor, squares: tuple[Tensor, Tensor], fy: Tensor, 
     corners = torch.stack(
         (logits8[:, dr, dc], logits8[:, dr, dc1], logits8[:, dr1, dc], logits8[:, dr1, dc1])
     ).permute(2, 0, 1)  # [n, 4, C]
-    reach = corners.amin(dim=1).amax(dim=1, keepdim=True)  # [n, 1]
-    candidate = corners.amax(dim=1) >= reach  # [n, C]
-    num_classes = candidate.shape[1]
-    width = int(candidate.sum(dim=1).max())
+    lows, highs = corners.amin(dim=1), corners.amax(dim=1)  # [n, C]
+    reach = lows.amax(dim=1, keepdim=True)  # [n, 1] a value some class keeps everywhere
+    num_classes = lows.shape[1]
     ids = torch.arange(num_classes, device=dr.device)
+    # The lowest class that keeps it: a class that can only tie with it loses the tie if later.
+    keeper = (lows == reach).long().argmax(dim=1, keepdim=True)  # [n, 1]
+    candidate = (highs > reach) | ((highs == reach) & (ids <= keeper))  # [n, C]
+    width = int(candidate.sum(dim=1).max())
     # Candidates first, each group in class order, so that ties go to the lowest id.
     order = torch.sort(torch.where(candidate, ids, ids + num_classes), dim=1).indices[:, :width]  # [n, k]
     valid = candidate.gather(1, order)

@@ -88,12 +88,27 @@ class AxisBlocks:
 
 
 def axis_blocks(sampling: AxisSampling) -> AxisBlocks:
-    """Group an axis' pixels by the stride-4 line pair they read (consecutive: ``low`` rises)."""
+    """Group an axis' pixels by the grid line pair they read (consecutive: ``low`` rises).
+
+    Runs longer than the usual one (at the image's edges, where the sampling clamps) are cut
+    into pieces no longer than it, the short piece first, so that blocks are nearly all of
+    one length: the band of blocks is then one dense grid with little padding, and the maps
+    are filled by a constant repeat (:func:`fill_blocks`).
+    """
     low = sampling.low
     change = torch.ones_like(low, dtype=torch.bool)
     change[1:] = low[1:] != low[:-1]
     start = change.nonzero().squeeze(1)
     length = torch.diff(start, append=torch.tensor([len(low)], device=low.device))
+    usual = int(length.mode().values)
+    if bool((length > usual).any()):
+        # Cut a run of n > usual pixels at n - usual, n - 2 usual, ... from its end.
+        end = start + length
+        offset = torch.arange(len(low), device=low.device) - start[torch.cumsum(change, 0) - 1]
+        from_end = (end[torch.cumsum(change, 0) - 1] - 1) - (offset + start[torch.cumsum(change, 0) - 1])
+        change |= (from_end % usual == usual - 1) & (offset > 0)
+        start = change.nonzero().squeeze(1)
+        length = torch.diff(start, append=torch.tensor([len(low)], device=low.device))
     return AxisBlocks(
         start=start, length=length, low=low[start], high=sampling.high[start],
         of_pixel=torch.cumsum(change, 0) - 1,
