@@ -15,8 +15,8 @@ the machine's noise hits them alike; the JSON keeps medians, p90s and the ratios
   decided per stride-4 cell and upsampled the decided maps), loaded from ``git show`` under
   another module name;
 - ``original``: ``PanopticFromDenseBox.process`` of TRI-ML/realtime_panoptic when
-  ``--tri-repo`` points at a checkout of it (never vendored), timed after the other two (its
-  gigabytes of temporaries, interleaved, would slow whatever runs after them). It runs on torch 2.x with
+  ``--tri-repo`` points at a checkout of it (never vendored), timed after the other two on
+  every case (its gigabytes of temporaries slow whatever runs after them). It runs on torch 2.x with
   ``candidate_inds.view`` read as ``.reshape`` (patched in memory here) and
   ``torch.cuda.synchronize`` made a no-op on the CPU. It computes full-resolution masks
   and no fusion.
@@ -131,6 +131,16 @@ def time_interleaved(calls: dict, runs: int) -> dict[str, list[float]]:
     return times
 
 
+def summarise(times: dict[str, list[float]]) -> dict[str, float]:
+    """Median and p90 of each call's times."""
+    out = {}
+    for name, values in times.items():
+        values = sorted(values)
+        out[f"{name}_median_ms"] = round(statistics.median(values), 1)
+        out[f"{name}_p90_ms"] = round(values[min(len(values) - 1, int(0.9 * len(values)))], 1)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, nargs="+", default=[10, 50, 100])
@@ -149,34 +159,33 @@ def main() -> None:
     cfg = scene_config(box_map_background=args.box_map_background, instance_score_thresh=0.0)
     baseline = load_baseline(args.baseline)
     original = load_original(args.tri_repo) if args.tri_repo else None
+    cases = [
+        (int(size.split("x")[0]), int(size.split("x")[1]), queries)
+        for size in args.sizes
+        for queries in args.queries
+    ]
     rows = []
-    for size in args.sizes:
-        height, width = (int(v) for v in size.split("x"))
-        for queries in args.queries:
-            outputs = street_scene(height, width, queries)
-            size_hw = (height, width)
-            calls = {
-                "decoder": functools.partial(decode, outputs, cfg, size_hw),
-                "baseline": functools.partial(baseline, outputs, cfg, size_hw),
-            }
-            instances = len(calls["decoder"]()[0].segments)
-            times = time_interleaved(calls, args.runs)
-            if original is not None:  # on its own: its gigabytes of temporaries would slow the others
-                original_only = {"original": original_call(original, outputs, cfg, size_hw)}
-                times.update(time_interleaved(original_only, args.runs))
-            row = {"height": height, "width": width, "queries": queries, "instances": instances}
-            for name, values in times.items():
-                values.sort()
-                row[f"{name}_median_ms"] = round(statistics.median(values), 1)
-                row[f"{name}_p90_ms"] = round(values[min(len(values) - 1, int(0.9 * len(values)))], 1)
-            row["decoder_over_baseline"] = round(row["decoder_median_ms"] / row["baseline_median_ms"], 2)
-            if original is not None:
-                row["original_over_decoder"] = round(row["original_median_ms"] / row["decoder_median_ms"], 1)
-                row["original_over_baseline"] = round(
-                    row["original_median_ms"] / row["baseline_median_ms"], 1
-                )
-            print(json.dumps(row), file=sys.stderr)
-            rows.append(row)
+    for height, width, queries in cases:
+        outputs = street_scene(height, width, queries)
+        calls = {
+            "decoder": functools.partial(decode, outputs, cfg, (height, width)),
+            "baseline": functools.partial(baseline, outputs, cfg, (height, width)),
+        }
+        row = {"height": height, "width": width, "queries": queries}
+        row["instances"] = len(calls["decoder"]()[0].segments)
+        row.update(summarise(time_interleaved(calls, args.runs)))
+        row["decoder_over_baseline"] = round(row["decoder_median_ms"] / row["baseline_median_ms"], 2)
+        print(json.dumps(row), file=sys.stderr)
+        rows.append(row)
+    # The original last, on its own: its gigabytes of temporaries leave the allocator in a
+    # state that slows whatever runs after them.
+    for row, (height, width, queries) in zip(rows, cases, strict=True) if original is not None else ():
+        outputs = street_scene(height, width, queries)
+        call = original_call(original, outputs, cfg, (height, width))
+        row.update(summarise(time_interleaved({"original": call}, args.runs)))
+        row["original_over_decoder"] = round(row["original_median_ms"] / row["decoder_median_ms"], 1)
+        row["original_over_baseline"] = round(row["original_median_ms"] / row["baseline_median_ms"], 1)
+        print(json.dumps(row), file=sys.stderr)
     write_benchmark(
         args.output,
         "panoptic decoders side by side, CPU, batch 1, float32: rt_panoptic_ros.panoptic.decode "
