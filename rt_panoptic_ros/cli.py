@@ -61,15 +61,18 @@ def infer_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="folder to write the predictions into")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     parser.add_argument("--backend", default="torch", help="inference backend")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the predictions of an existing, non-empty --output")  # fmt: skip
     args = parser.parse_args(argv)
 
     def body() -> int:
         from tqdm import tqdm
 
-        from rt_panoptic_ros.infer import list_images, run_inference
+        from rt_panoptic_ros.infer import list_images, prepare_output, run_inference
         from rt_panoptic_ros.runtime.predictor import Predictor
 
         images = list_images(args.source)
+        prepare_output(args.output, args.overwrite)
         predictor = Predictor(args.model, device=args.device, backend=args.backend)
         with tqdm(total=len(images), unit="img", desc="infer", dynamic_ncols=True) as bar:
 

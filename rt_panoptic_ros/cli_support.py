@@ -25,7 +25,7 @@ def run_cli(prog: str, body: Callable[[], int | None]) -> int:
     try:
         return body() or 0
     except RTPanopticError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as error:  # disk full, permission denied, ...: name the file
         where = f"{error.filename}: " if error.filename else ""
@@ -34,6 +34,20 @@ def run_cli(prog: str, body: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message, without the traceback torch's DataLoader wraps a worker's error in.
+
+    A worker's ``ImageFileError("x.png: cannot decode ...")`` arrives re-raised as the same
+    type with "Caught ImageFileError in DataLoader worker process 0. Original Traceback ..."
+    and the worker's whole traceback as its message; its last line is the original.
+    """
+    text = str(error)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:

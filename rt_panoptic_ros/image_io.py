@@ -7,6 +7,7 @@ take and give RGB); every failure names the file.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -37,12 +38,30 @@ def read_rgb(path: str | Path) -> np.ndarray:
         ImageFileError: the file is missing or cannot be decoded.
     """
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise ImageFileError(f"{path}: broken symbolic link (to {os.readlink(path)})")
     if not path.is_file():
         raise ImageFileError(f"{path}: image not found")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    bgr = _decode(path, cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ImageFileError(f"{path}: cannot decode the image (corrupt or not an image)")
+        raise ImageFileError(f"{path}: cannot decode the image (corrupt, truncated or not an image)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _decode(path: Path, flags: int) -> np.ndarray | None:
+    """Decode an image file's bytes; ``None`` when OpenCV cannot.
+
+    ``cv2.imdecode`` rather than ``cv2.imread``: on a truncated JPEG, ``imread`` returns the
+    part it could read with the rest grey (and only warns on stderr), ``imdecode`` refuses it,
+    as the node does with the same bytes.
+    """
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as error:
+        raise ImageFileError(f"{path}: cannot read ({error.strerror or error})") from None
+    if data.size == 0:
+        return None
+    return cv2.imdecode(data, flags)
 
 
 def write_rgb(path: str | Path, rgb: np.ndarray) -> None:
@@ -61,9 +80,9 @@ def read_panoptic_png(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ImageFileError(f"{path}: panoptic PNG not found")
-    bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    bgr = _decode(path, cv2.IMREAD_UNCHANGED)
     if bgr is None:
-        raise ImageFileError(f"{path}: cannot decode the panoptic PNG (corrupt or not an image)")
+        raise ImageFileError(f"{path}: cannot decode the panoptic PNG (corrupt, truncated or not an image)")
     if bgr.ndim != 3 or bgr.shape[2] not in (3, 4) or bgr.dtype != np.uint8:
         channels = 1 if bgr.ndim == 2 else bgr.shape[2]
         raise ImageFileError(

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rt_panoptic_ros.errors import InputError
+from rt_panoptic_ros.errors import DatasetError, InputError
 from rt_panoptic_ros.image_io import read_rgb, write_panoptic_png, write_rgb
 from rt_panoptic_ros.panoptic.coco_format import categories, to_coco_panoptic
 from rt_panoptic_ros.panoptic.fusion import void_label
@@ -47,7 +48,10 @@ def list_images(source: str | Path) -> list[Path]:
         return [source]
     if not source.is_dir():
         raise InputError(f"{source}: no such file or folder")
-    images = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    # Broken symbolic links are listed too, so that they fail by name like any unreadable image.
+    images = sorted(
+        p for p in source.iterdir() if (p.is_file() or p.is_symlink()) and p.suffix.lower() in IMAGE_SUFFIXES
+    )
     if not images:
         raise InputError(f"{source}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
     stems = [p.stem for p in images]
@@ -55,6 +59,26 @@ def list_images(source: str | Path) -> list[Path]:
     if duplicates:
         raise InputError(f"{source}: several images share the stem(s) {duplicates}; image ids must be unique")
     return images
+
+
+def prepare_output(output: str | Path, overwrite: bool) -> None:
+    """Refuse to mix a new run into an old predictions folder, unless ``overwrite``.
+
+    With ``overwrite``, the old run's files (``panoptic/``, ``overlay/``, ``panoptic.json``)
+    are removed first; anything else in the folder is left alone.
+
+    Raises:
+        DatasetError: ``output`` is a file, or a non-empty folder and ``overwrite`` is False.
+    """
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise DatasetError(f"{output}: exists and is not a folder")
+    if output.is_dir() and any(output.iterdir()):
+        if not overwrite:
+            raise DatasetError(f"{output}: folder is not empty (use --overwrite to replace its predictions)")
+        for old in ("panoptic", "overlay"):
+            shutil.rmtree(output / old, ignore_errors=True)
+        (output / "panoptic.json").unlink(missing_ok=True)
 
 
 def run_inference(

@@ -180,6 +180,27 @@ def test_export_cli(tiny_file, tmp_path):
     np.testing.assert_allclose(got[0], want.semantic_logits.numpy(), rtol=1e-4, atol=1e-5)
 
 
+def test_export_into_a_directory_names_the_output(tiny_file, tmp_path, capsys):
+    (tmp_path / "adir").mkdir()
+    target = tmp_path / "adir"
+    assert export_main([str(tiny_file), "--height", "128", "--width", "128", "--output", str(target)]) == 1
+    expected = f"{target}: is a directory, expected the name of the .onnx file to write"
+    assert capsys.readouterr().err == f"rt-panoptic-export: error: {expected}\n"
+
+
+def test_atomic_write_names_the_path_not_its_temporary_file(tmp_path):
+    from rt_panoptic_ros.runtime.files import atomic_write_bytes
+
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(IsADirectoryError) as caught:
+        atomic_write_bytes(tmp_path / "adir", b"x")
+    assert caught.value.filename == str(tmp_path / "adir")
+    (tmp_path / "afile").write_text("a file where a folder would be needed")
+    with pytest.raises(OSError) as caught:
+        atomic_write_bytes(tmp_path / "afile" / "x.onnx", b"x")
+    assert caught.value.filename == str(tmp_path / "afile" / "x.onnx")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -84,7 +84,70 @@ def test_unreadable_image_is_named_and_the_rest_written(model_file, image_dir, t
     assert written == ["frame_0", "frame_1", "frame_2"]
 
 
-@pytest.mark.parametrize("case", ["missing_model", "corrupt_model", "empty_folder", "missing_source"])
+def test_truncated_jpeg_and_broken_link_are_refused_by_name(model_file, image_dir, tmp_path):
+    """cv2.imread would return the readable half of a truncated JPEG, the rest grey."""
+    whole = (image_dir / "frame_1.jpg").read_bytes()
+    (image_dir / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    (image_dir / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    out = tmp_path / "pred"
+    result = run_cli("rt-panoptic-infer", "--model", str(model_file), str(image_dir), "--output", str(out))
+    assert result.returncode == 1
+    assert "cut.jpg: cannot decode the image (corrupt, truncated or not an image)" in result.stderr
+    assert f"gone.png: broken symbolic link (to {tmp_path / 'nowhere.png'})" in result.stderr
+    assert "2 of 5 image(s) failed" in result.stderr and "Traceback" not in result.stderr
+    written = [a["image_id"] for a in json.loads((out / "panoptic.json").read_text())["annotations"]]
+    assert written == ["frame_0", "frame_1", "frame_2"]
+
+
+def test_an_existing_output_is_replaced_only_when_asked(model_file, image_dir, tmp_path):
+    out = tmp_path / "pred"
+    assert (
+        run_cli(
+            "rt-panoptic-infer", "--model", str(model_file), str(image_dir), "--output", str(out)
+        ).returncode
+        == 0
+    )
+    (out / "mine.txt").write_text("kept")
+    one = str(image_dir / "frame_2.png")
+    refused = run_cli("rt-panoptic-infer", "--model", str(model_file), one, "--output", str(out))
+    assert refused.returncode == 1
+    expected = f"{out}: folder is not empty (use --overwrite to replace its predictions)"
+    assert refused.stderr.strip() == f"rt-panoptic-infer: error: {expected}"
+    assert len(json.loads((out / "panoptic.json").read_text())["annotations"]) == 3  # untouched
+    replaced = run_cli(
+        "rt-panoptic-infer", "--model", str(model_file), one, "--output", str(out), "--overwrite"
+    )
+    assert replaced.returncode == 0, replaced.stderr
+    assert [a["image_id"] for a in json.loads((out / "panoptic.json").read_text())["annotations"]] == [
+        "frame_2"
+    ]
+    assert sorted(p.name for p in (out / "panoptic").iterdir()) == ["frame_2.png"]  # no old PNGs beside it
+    assert sorted(p.name for p in (out / "overlay").iterdir()) == ["frame_2.png"]
+    assert (out / "mine.txt").read_text() == "kept"
+
+
+@pytest.mark.parametrize(
+    ("device", "expected"),
+    [
+        ("cuda:99", "device: cuda:99: this machine has "),  # no CUDA at all, or not 100 devices
+        ("gpu", "device: 'gpu' is not a device (expected cpu, cuda, cuda:0, ...)"),
+    ],
+)
+def test_a_device_this_machine_lacks_is_one_line(model_file, image_dir, tmp_path, device, expected):
+    result = run_cli("rt-panoptic-infer", "--model", str(model_file), str(image_dir), "--output",
+                     str(tmp_path / "o"), "--device", device)  # fmt: skip
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rt-panoptic-infer: error: ") and expected in lines[0]
+
+
+class Payload:
+    """A pickled object of this class is what an unsafe .pt holds."""
+
+
+@pytest.mark.parametrize(
+    "case", ["missing_model", "corrupt_model", "unsafe_model", "empty_folder", "missing_source"]
+)
 def test_errors_are_one_line(case, model_file, image_dir, tmp_path):
     model, source = str(model_file), str(image_dir)
     if case == "missing_model":
@@ -92,6 +155,12 @@ def test_errors_are_one_line(case, model_file, image_dir, tmp_path):
     elif case == "corrupt_model":
         (tmp_path / "bad.pt").write_bytes(b"not a model")
         model, expected = str(tmp_path / "bad.pt"), "bad.pt: not a PyTorch checkpoint"
+    elif case == "unsafe_model":
+        import torch
+
+        torch.save({"weights": Payload()}, tmp_path / "unsafe.pt")
+        model = str(tmp_path / "unsafe.pt")
+        expected = "unsafe.pt: not a model file: it holds a Python object (test_infer_cli.Payload)"
     elif case == "empty_folder":
         (tmp_path / "empty").mkdir()
         source, expected = str(tmp_path / "empty"), "empty: no images in this folder"
@@ -101,3 +170,4 @@ def test_errors_are_one_line(case, model_file, image_dir, tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("rt-panoptic-infer: error: ")
     assert expected in result.stderr and "Traceback" not in result.stderr
+    assert "weights_only" not in result.stderr  # never a hint to turn safe loading off

@@ -102,7 +102,11 @@ def test_cli_writes_the_dataset(tmp_path):
     ("args", "message"),
     [
         (["--num", "0"], "--num: 0, expected at least 1 image"),
-        (["--num", "1", "--height", "8"], "--height/--width: 8x1024, expected at least 32x32"),
+        (["--num", "1", "--height", "8"], "--height/--width: 8x1024, expected 32 to 8192 pixels each"),
+        (
+            ["--num", "1", "--height", "60000", "--width", "60000"],
+            "--height/--width: 60000x60000, expected 32 to 8192 pixels each",
+        ),  # refused before any memory
         (["--num", "1", "--seed", "-1"], "--seed: -1, expected a non-negative integer"),
     ],
 )

@@ -284,3 +284,28 @@ def test_imagenet_weights_are_taken_from_the_local_cache_only(tmp_path):
     assert note.startswith("backbone: ImageNet IMAGENET1K_V1")
     assert torch.equal(model.backbone.body.layer3[1].conv2.weight, reference.layer3[1].conv2.weight)
     assert model.cfg.model.backbone_weights is None  # load_model must never try to fetch them
+
+
+def test_a_corrupt_image_in_a_worker_is_named_once(synth, tmp_path):
+    data = tmp_path / "data"
+    write_dataset(data, num=3, seed=11, height=128, width=256, progress=False)
+    broken = data / "images" / "synth_000001.png"
+    broken.write_bytes(broken.read_bytes()[:200])  # a truncated PNG
+    config = {**TINY, "data": {**TINY["data"], "root": str(data), "workers": 1}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = run_cli("rt-panoptic-train", "--config", str(path), "--output-dir", str(tmp_path / "run"),
+                     "--max-steps", "4", "--device", "cpu")  # fmt: skip
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert errors == [
+        f"rt-panoptic-train: error: {broken}: cannot decode the image (corrupt, truncated or not an image)"
+    ]
+    assert "Traceback" not in result.stderr and "DataLoader worker" not in result.stderr
+
+
+@pytest.mark.parametrize("device", ["cuda:99", "gpu"])
+def test_a_device_this_machine_lacks_is_one_line(config_file, device, capsys):
+    assert train_main(["--config", str(config_file), "--device", device, "--max-steps", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rt-panoptic-train: error: --device: ") and "\n" not in err

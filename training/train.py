@@ -37,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
 
     def body() -> int:
+        from rt_panoptic_ros.devices import resolve_device
         from rt_panoptic_ros.training.trainer import Trainer
 
         # `kill` (a scheduler's, or torchrun's on a failed peer) stops like Ctrl-C: loaders and
@@ -48,7 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device == "cuda":
             device = f"cuda:{local_rank}"
-            torch.cuda.set_device(local_rank)
+        device = resolve_device(device, "--device")  # one line, not torch's traceback, if absent
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
         if args.max_steps is not None and args.max_steps < 1:
             parser.error("--max-steps must be >= 1")
         trainer = Trainer(cfg, args.output_dir, device=device, max_steps=args.max_steps)

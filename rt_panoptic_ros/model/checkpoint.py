@@ -13,6 +13,8 @@ model file cannot run code when it is loaded.
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -78,9 +80,30 @@ def read_torch_file(path: str | Path) -> Any:
         raise CheckpointError(f"{path}: is a directory, expected a model file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only" not in str(error).lower():
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_sentence(error)})") from None
+        # torch's own message suggests turning safe loading off: never suggest that here.
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        if found:
+            raise CheckpointError(
+                f"{path}: not a model file: it holds a Python object ({found.group(1)}) that only running "
+                "code could rebuild; refused for safety (model files hold tensors and plain values)"
+            ) from None
+        detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(error))
+        reason = f" ({detail.group(1).strip()})" if detail else ""
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint: safe loading cannot read it{reason}; refused for safety"
+        ) from None
     except Exception as error:  # torch raises many types for a bad file; all mean the same here
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({reason[:160]})") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_sentence(error)})") from None
+
+
+def _first_sentence(error: Exception) -> str:
+    """The first sentence of an error's first line (a whole one, not cut mid-word)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    end = text.find(". ")
+    return text[: end + 1] if 0 < end else text
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -174,6 +174,8 @@ def export_onnx(
     """
     output = Path(output)
     check_size(height, width, batch)
+    if output.is_dir():  # before minutes of export, not after
+        raise ExportError(f"{output}: is a directory, expected the name of the .onnx file to write")
     if progress:
         shape = "dynamic N x 3 x H x W" if dynamic else f"{batch}x3x{height}x{width}"
         progress(f"exporting {model.cfg.model.backbone} to {output} ({shape}, opset {EXPORT_OPSET}) ...")

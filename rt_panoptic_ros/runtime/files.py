@@ -10,6 +10,7 @@ line. ``cache_dir=`` overrides both.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -37,16 +38,22 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     that a later run would take for a cache hit.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, expected a file name", str(path))
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; caches are shared like the model
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as error:
+        # The temporary file is ours, not the user's: name the path they asked for.
+        raise type(error)(error.errno, error.strerror or str(error), str(path)) from None
+    finally:
+        if tmp is not None and Path(tmp).exists():
+            Path(tmp).unlink(missing_ok=True)
 
 
 def cache_dir_for(model_path: str | Path, override: str | Path | None = None) -> Path:

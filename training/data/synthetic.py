@@ -412,6 +412,11 @@ def write_dataset(
     return path
 
 
+#: Largest image side rt-panoptic-synth draws (the node's largest input side too): a scene is
+#: drawn in memory in several full-size layers, so memory grows with height x width.
+MAX_SIDE = 8192
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``rt-panoptic-synth OUT --num N --seed S [--height H --width W]``."""
     parser = make_parser(
@@ -422,8 +427,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out", help="output folder (created; must be empty unless --overwrite)")
     parser.add_argument("--num", type=int, required=True, help="number of images")
     parser.add_argument("--seed", type=int, default=0, help="image i is a function of (seed, i) only")
-    parser.add_argument("--height", type=int, default=DEFAULT_HEIGHT, help="image height in pixels")
-    parser.add_argument("--width", type=int, default=DEFAULT_WIDTH, help="image width in pixels")
+    parser.add_argument(
+        "--height", type=int, default=DEFAULT_HEIGHT, help=f"image height, 32 to {MAX_SIDE} pixels"
+    )
+    parser.add_argument(
+        "--width", type=int, default=DEFAULT_WIDTH, help=f"image width, 32 to {MAX_SIDE} pixels"
+    )
     parser.add_argument("--overwrite", action="store_true",
                         help="replace images/, panoptic/ and panoptic.json of an existing OUT")  # fmt: skip
     args = parser.parse_args(argv)
@@ -434,8 +443,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise DatasetError(f"--num: {args.num}, expected at least 1 image")
         if args.seed < 0:
             raise DatasetError(f"--seed: {args.seed}, expected a non-negative integer")
-        if args.height < 32 or args.width < 32:
-            raise DatasetError(f"--height/--width: {args.height}x{args.width}, expected at least 32x32")
+        if not (32 <= args.height <= MAX_SIDE and 32 <= args.width <= MAX_SIDE):
+            raise DatasetError(
+                f"--height/--width: {args.height}x{args.width}, expected 32 to {MAX_SIDE} pixels each"
+            )
         if out.exists() and not out.is_dir():
             raise DatasetError(f"{out}: exists and is not a folder")
         if out.is_dir() and any(out.iterdir()):

@@ -23,6 +23,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from rt_panoptic_ros.devices import resolve_device
 from rt_panoptic_ros.errors import ConfigError, EngineError
 from rt_panoptic_ros.model import HeadOutputs, RTPanoNet
 from rt_panoptic_ros.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend, execution_providers
@@ -101,7 +102,7 @@ def create_backend(
     if name not in BACKENDS:
         raise ConfigError(f"backend: {name!r}, expected one of {', '.join(BACKENDS)}")
     source = ModelSource.open(model)
-    device = torch.device(device) if device is not None else None
+    device = resolve_device(device)
     if name == "auto":
         choice = choose_backend(probe(), source.kind, options.input_shape is not None, device)
         log.info("%s", choice.reason)
