@@ -406,3 +406,38 @@ def test_ctrl_c_leaves_a_valid_bag_with_every_frame_done(model_file, tmp_path):
         assert [t for t, _ in messages[f"/cam/panoptic/{name}"]] == bag_times[:written]
     assert metadata["custom_data"]["rt_panoptic_ros.interrupted"] == "true"
     assert metadata["message_count"] == written * len(OUTPUTS)
+
+
+@pytest.mark.parametrize("storage", sorted(STORAGE))
+def test_a_full_disk_leaves_no_bag_and_says_so(storage, bags, model_file, tmp_path, capsys):
+    """A 256 KiB tmpfs fills up after a few frames; neither a bag nor its staging folder stays."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(
+            f"cannot mount a small tmpfs on this machine (needs root): {mounted.stderr.decode().strip()}"
+        )
+    try:
+        out = disk / "out"
+        args = (
+            bags[storage],
+            out,
+            "--image-topic",
+            "/cam/image",
+            "--model",
+            model_file,
+            "--backend",
+            "torch",
+        )
+        status, lines = run(*args, capsys=capsys)
+        assert status == 1
+        errors = [line for line in lines if "error:" in line]
+        assert len(errors) == 1, lines
+        assert errors[0].startswith(f"rt-panoptic-bag: error: {out}: cannot write the bag (")
+        assert errors[0].endswith("no bag written (the unfinished one was removed)")
+        assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

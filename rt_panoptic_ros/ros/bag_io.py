@@ -16,6 +16,8 @@ deals in raw CDR bytes only: the bag tool turns them into real rclpy messages wi
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
@@ -278,6 +280,11 @@ def output_qos(depth: int) -> Qos:
 class OutputBag:
     """A new rosbag2 (format version 9) in ``storage``, its topics typed for every reader.
 
+    The bag is written in a staging folder beside ``path`` (``.<name>.partial/<name>``) and
+    moved to ``path`` by :meth:`close` once complete, so that ``path`` only ever holds a whole
+    bag: a crash or a full disk leaves no half-written bag under the final name, and
+    :meth:`discard` removes the staging folder.
+
     Args:
         path: the bag folder to create; an old bag there is removed first when
             ``overwrite`` is set (:func:`check_output_path` is applied again).
@@ -299,13 +306,18 @@ class OutputBag:
         check_output_path(self.path, overwrite, source)
         if self.path.exists():
             shutil.rmtree(self.path)
+        self.staging = self.path.parent / f".{self.path.name}.partial"
+        shutil.rmtree(self.staging, ignore_errors=True)  # a crashed earlier run's
         self._store = output_typestore()
         try:
-            self._writer = Writer(self.path, version=9, storage_plugin=storage)
+            self.staging.mkdir(parents=True)
+            # Inside a folder of the final name: rosbags names the storage file after it.
+            self._writer = Writer(self.staging / self.path.name, version=9, storage_plugin=storage)
             for key, value in (custom_data or {}).items():
                 self._writer.set_custom_data(key, value)
             self._writer.open()
-        except WriterError as error:  # e.g. created by someone else meanwhile
+        except (WriterError, OSError) as error:  # e.g. no space, no permission
+            self.discard()
             raise BagError(f"{self.path}: cannot create the bag: {_first_line(error)}") from None
 
     def add_topic(self, topic: str, msgtype: str, qos: Qos) -> Connection:
@@ -321,9 +333,22 @@ class OutputBag:
         self._writer.write(connection, timestamp, raw)
 
     def close(self) -> None:
-        """Finish the storage file and write ``metadata.yaml``: only now is the bag complete."""
+        """Finish the storage file, write ``metadata.yaml`` and move the bag to its final name:
+        only now is the bag complete, and only now does ``path`` exist."""
         if self._writer.storage is not None:
             self._writer.close()
+        os.replace(self.staging / self.path.name, self.path)
+        self.staging.rmdir()
+
+    def discard(self) -> None:
+        """Close the unfinished bag's storage without finishing it, and remove it (nothing is
+        left under the final name either)."""
+        storage = getattr(getattr(self, "_writer", None), "storage", None)
+        if storage is not None:
+            with contextlib.suppress(Exception):  # it failed already; only its file handle matters
+                storage.abort()
+            self._writer.storage = None
+        shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def _first_line(error: BaseException) -> str:

@@ -100,6 +100,7 @@ class BagReport:
         skipped: frames that could not be decoded or segmented, in bag-time order.
         seconds: wall time from the first frame read to the bag closed.
         interrupted: stopped by Ctrl-C / SIGTERM before the end of the range.
+        discarded: writing failed and the unfinished bag was removed (no output bag).
     """
 
     output: Path
@@ -109,6 +110,7 @@ class BagReport:
     skipped: list[Skipped] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    discarded: bool = False
 
     @property
     def fps(self) -> float:
@@ -307,7 +309,13 @@ class BagJob:
                     reader.join()
                 report.seconds = time.perf_counter() - began
         if writer.failure is not None:
-            raise writer.failure
+            failure = writer.failure
+            if isinstance(failure, BagError) or not report.discarded:
+                raise failure
+            raise BagError(
+                f"{self.destination}: cannot write the bag ({_first_line(failure)}) after "
+                f"{report.written} frame(s); no bag written (the unfinished one was removed)"
+            ) from None
         if read_failure is not None:
             after = (
                 f" after bag time {format_stamp(read_failure.timestamp, self.input.start_time)}"
@@ -404,14 +412,23 @@ class _BagWriter(threading.Thread):
                 if self.failure is None:  # after a failure: drain, so that the main thread never blocks
                     self._handle(item, output, connections)
         finally:
-            report = self.report
+            self._finish(output)
+
+    def _finish(self, output: OutputBag) -> None:
+        """Complete the bag, or remove it when writing failed: a bag whose storage and
+        metadata might disagree is never left behind."""
+        report = self.report
+        if self.failure is None:
             output.set_custom_data("rt_panoptic_ros.frames_written", str(report.written))
             output.set_custom_data("rt_panoptic_ros.frames_skipped", str(len(report.skipped)))
             output.set_custom_data("rt_panoptic_ros.interrupted", str(report.interrupted).lower())
             try:
                 output.close()
-            except BaseException as error:
+                return
+            except BaseException as error:  # the disk filled up while finishing
                 self._fail(error)
+        output.discard()
+        report.discarded = True
 
     def _handle(
         self, item: tuple[Frame, PanopticResult] | Skipped, output: OutputBag, connections: dict
