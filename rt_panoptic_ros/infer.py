@@ -10,7 +10,6 @@ Layout written under ``OUT`` (scored directly by ``rt-panoptic-eval`` / panoptic
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rt_panoptic_ros.atomic_files import atomic_write
 from rt_panoptic_ros.errors import DatasetError, InputError
 from rt_panoptic_ros.image_io import read_rgb, write_panoptic_png, write_rgb
 from rt_panoptic_ros.panoptic.coco_format import categories, to_coco_panoptic
@@ -136,6 +136,4 @@ def run_inference(
 
 
 def _write_json_atomically(path: Path, document: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(document))
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(json.dumps(document).encode()))

@@ -149,3 +149,14 @@ def test_convert_cli_bad_input_is_one_line(tmp_path, tri_weights):
         assert lines[-1].startswith("rt-panoptic-convert: error: ") and message in lines[-1], result.stderr
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_saving_onto_a_directory_names_it(tmp_path):
+    """Not the temporary file the write goes through."""
+    from rt_panoptic_ros.model import RTPanoNet, save_checkpoint
+
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(IsADirectoryError) as caught:
+        save_checkpoint(RTPanoNet(tiny_config()), tmp_path / "adir")
+    assert caught.value.filename == str(tmp_path / "adir")
+    assert [p.name for p in tmp_path.iterdir()] == ["adir"]  # no temporary file left

@@ -12,10 +12,8 @@ model file cannot run code when it is loaded.
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rt_panoptic_ros.atomic_files import atomic_write
 from rt_panoptic_ros.config import Config
 from rt_panoptic_ros.errors import CheckpointError, ConfigError
 from rt_panoptic_ros.model.network import RTPanoNet
@@ -56,19 +55,9 @@ def save_checkpoint(
 
 
 def atomic_torch_save(payload: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename over it.
-
-    A crash mid-write leaves the previous file intact instead of a truncated one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` atomically (:func:`~rt_panoptic_ros.atomic_files.atomic_write`): a crash
+    mid-write leaves the previous file intact instead of a truncated one."""
+    atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def read_torch_file(path: str | Path) -> Any:

@@ -10,12 +10,12 @@ line. ``cache_dir=`` overrides both.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
+
+from rt_panoptic_ros.atomic_files import atomic_write
 
 log = logging.getLogger("rt_panoptic_ros.runtime")
 
@@ -32,28 +32,12 @@ def file_sha256(path: str | Path) -> str:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+    """Write ``data`` to ``path`` atomically (:func:`~rt_panoptic_ros.atomic_files.atomic_write`).
 
     A crash or a full disk mid-write leaves the previous file (or none), never a truncated one
     that a later run would take for a cache hit.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "is a directory, expected a file name", str(path))
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; caches are shared like the model
-        os.replace(tmp, path)
-    except OSError as error:
-        # The temporary file is ours, not the user's: name the path they asked for.
-        raise type(error)(error.errno, error.strerror or str(error), str(path)) from None
-    finally:
-        if tmp is not None and Path(tmp).exists():
-            Path(tmp).unlink(missing_ok=True)
+    atomic_write(path, lambda f: f.write(data))
 
 
 def cache_dir_for(model_path: str | Path, override: str | Path | None = None) -> Path:

@@ -102,7 +102,12 @@ def create_backend(
     if name not in BACKENDS:
         raise ConfigError(f"backend: {name!r}, expected one of {', '.join(BACKENDS)}")
     source = ModelSource.open(model)
-    device = resolve_device(device)
+    try:
+        device = resolve_device(device)
+    except EngineError:
+        if name != "tensorrt":
+            raise
+        device = torch.device(device)  # TensorRT says what it lacks itself: its library first, then CUDA
     if name == "auto":
         choice = choose_backend(probe(), source.kind, options.input_shape is not None, device)
         log.info("%s", choice.reason)
