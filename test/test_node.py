@@ -362,3 +362,21 @@ def test_demo_command(model_file, tmp_path):
     assert report["dropped"] == 8 - report["frames_out"]
     assert len(list((out / "overlay").glob("*.png"))) == report["frames_out"]
     assert "frames segmented" in result.stdout
+
+
+def test_demo_says_why_the_node_did_not_start(model_file, tmp_path):
+    import cv2
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "0.png"), rgb_frame(128, 256, seed=0))
+    result = run_cli(
+        "rt-panoptic-demo", "--frames", str(frames), "--model", str(model_file), "--device", "cuda:99",
+        "--count", "1", "--output", str(tmp_path / "out"), timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith(
+        "rt-panoptic-demo: error: panoptic_node did not come up: backend/device: device: cuda:99"
+    )
+    assert "Traceback" not in result.stderr

@@ -50,7 +50,9 @@ def run_demo(
         print(f"waiting for panoptic_node (log: {output / 'node.log'}) ...", file=sys.stderr)
         if not camera.wait_for_subscriber(timeout=120.0, process=node_process):
             code = node_process.poll()
-            raise InputError(f"panoptic_node did not come up (exit status {code}); see {output / 'node.log'}")
+            raise InputError(
+                f"panoptic_node did not come up{_why(output / 'node.log', code)}; see {output / 'node.log'}"
+            )
         start = time.monotonic()
         for k in range(count):
             camera.send(frames[k % len(frames)])
@@ -137,3 +139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if report["frames_out"] > 0 else EXIT_ERROR
 
     return run_cli(parser.prog, body)
+
+
+def _why(log: Path, code: int | None) -> str:
+    """The node's own error line from its log (what a user needs), else its exit status."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    errors = [line.split("error: ", 1)[1] for line in lines if "error: " in line]
+    return f": {errors[-1]}" if errors else f" (exit status {code})"
