@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 
 import numpy as np
 import onnx
@@ -186,6 +187,28 @@ def test_export_into_a_directory_names_the_output(tiny_file, tmp_path, capsys):
     assert export_main([str(tiny_file), "--height", "128", "--width", "128", "--output", str(target)]) == 1
     expected = f"{target}: is a directory, expected the name of the .onnx file to write"
     assert capsys.readouterr().err == f"rt-panoptic-export: error: {expected}\n"
+
+
+def test_export_onto_a_read_only_file_system_names_the_output(tiny_file, tmp_path, capsys):
+    disk = tmp_path / "ro"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(
+            f"cannot mount a read-only tmpfs on this machine (needs root): {mounted.stderr.decode().strip()}"
+        )
+    try:
+        target = disk / "x.onnx"
+        assert (
+            export_main([str(tiny_file), "--height", "128", "--width", "128", "--output", str(target)]) == 1
+        )
+        err = capsys.readouterr().err
+        assert err.endswith(f"rt-panoptic-export: error: {target}: Read-only file system\n")
+        assert ".tmp" not in err
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
 
 
 def test_atomic_write_names_the_path_not_its_temporary_file(tmp_path):
