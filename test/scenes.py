@@ -106,7 +106,11 @@ def batch(*outputs: HeadOutputs) -> HeadOutputs:
 
 
 def random_outputs(
-    generator: torch.Generator, height: int, width: int, classes: int = len(CLASSES)
+    generator: torch.Generator,
+    height: int,
+    width: int,
+    classes: int = len(CLASSES),
+    things: int = len(THINGS),
 ) -> HeadOutputs:
     """Smooth random head outputs of one ``height x width`` input: many boundaries, many queries.
 
@@ -122,7 +126,7 @@ def random_outputs(
     box_cls, box_reg, centerness = [], [], []
     for stride in FPN_STRIDES:
         h, w = height // stride, width // stride
-        box_cls.append(torch.randn(1, len(THINGS), h, w, generator=generator) * 3 - 3)
+        box_cls.append(torch.randn(1, things, h, w, generator=generator) * 3 - 3)
         box_reg.append(torch.rand(1, 4, h, w, generator=generator) * stride * 4 + 2)
         centerness.append(torch.randn(1, 1, h, w, generator=generator))
     return HeadOutputs(

@@ -57,6 +57,17 @@ def test_fast_decoder_equals_the_reference_on_random_outputs(seed):
         assert_same(fast, reference_decode(out, cfg, content, size)[0])
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fast_decoder_equals_the_reference_with_cityscapes_classes(seed):
+    """19 classes, things 11-18, the TRI preset's rules, an image 1.6x the network input."""
+    cfg = preset("tri_cityscapes")
+    cfg = dataclasses.replace(cfg, decoder=dataclasses.replace(cfg.decoder, stuff_area=50, mask_thresh=0.2))
+    out = random_outputs(torch.Generator().manual_seed(100 + seed), 128, 256, classes=19, things=8)
+    fast = decode(out, cfg, (120, 256), (192, 410))[0]
+    assert len(fast.segments) >= 3 and len(torch.unique(fast.semantic)) >= 5
+    assert_same(fast, reference_decode(out, cfg, (120, 256), (192, 410))[0])
+
+
 def test_fast_decoder_equals_the_reference_on_a_scene_with_overlaps():
     objects = [
         Obj((32, 32, 96, 96), CAR, seeds=[centre_seed((32, 32, 96, 96))]),
