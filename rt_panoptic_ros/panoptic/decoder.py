@@ -20,6 +20,7 @@ TensorRT) and never imports the network.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,7 +40,6 @@ from rt_panoptic_ros.panoptic.result import PanopticResult, Segment
 from rt_panoptic_ros.panoptic.sampling import (
     AxisBlocks,
     any_in_windows,
-    axis_blocks,
     axis_sampling,
     corner_disagreement,
     fill_blocks,
@@ -136,7 +136,7 @@ def _decode_image(
     semantic_mixed = corner_disagreement(semantic8)
 
     # Blocks of pixels reading the same four stride-4 cells.
-    rows, cols = axis_blocks(rows4), axis_blocks(cols4)
+    rows, cols = rows4.blocks, cols4.blocks
     block_mask_mixed = mask_mixed[rows.low][:, cols.low]  # [R, C]
     block_semantic_mixed = any_in_windows(
         semantic_mixed,
@@ -149,8 +149,8 @@ def _decode_image(
     # Rule 1 of the fusion over units: blocks whose corners agree on every mask, and the
     # single pixels of the other blocks (their M_j read bilinearly).
     agree = (~block_mask_mixed).reshape(-1)
-    uniform = agree.nonzero().squeeze(1)
-    block_pairs = cell_masks.expand(uniform, block_cells[uniform])
+    in_masks = (agree & cell_masks.has_masks[block_cells]).nonzero().squeeze(1)  # few blocks
+    block_pairs = cell_masks.expand(in_masks, block_cells[in_masks])
     band = Band.of(block_mask_mixed, rows, cols)
     band_pairs = band_mask_pairs(cell_masks, band, (rows, cols), (rows4, cols4), d.mask_thresh)
     num_blocks = len(pixel_count)
@@ -217,11 +217,14 @@ def _cell_masks(
     rows4, cols4 = sampling
     h4, w4 = level.shape
     hn, wn = int(rows4.high[-1]) + 1, int(cols4.high[-1]) + 1  # cells the pixels read
-    num_classes = logits4.shape[0]
-    logits = logits4[:, :hn, :wn].permute(1, 2, 0).reshape(-1, num_classes)  # [P, C] pixels-major
-    thing_probability = (logits[:, thing_ids] - logits.logsumexp(dim=1, keepdim=True)).exp()  # [P, C_th]
+    logits = logits4[:, :hn, :wn].reshape(logits4.shape[0], -1)  # [C, P]
     level = level[:hn, :wn].reshape(-1)  # [P]
     limits = torch.tensor(content, device=level.device)
+
+    def thing_probability(cells: Tensor) -> Tensor:
+        """P_sem of every thing class at some cells, ``[P', C_th]``: softmax of the logits."""
+        at = logits[:, cells].T  # [P', C]
+        return (at[:, thing_ids] - at.logsumexp(dim=1, keepdim=True)).exp()
 
     def boxes_at(cells: Tensor) -> Tensor:
         """B(x, y) of cells of the [hn, wn] grid (any level >= 1), clipped like the queries."""
@@ -230,10 +233,20 @@ def _cell_masks(
 
     # M_j = P_loc * P_sem > sigma needs a box and P_sem > sigma (P_loc <= 1): only such
     # cells can be in a mask, which leaves out most of a street scene before the [P, K] work.
-    cells = torch.nonzero((level > 0) & (thing_probability.amax(dim=1) > d.mask_thresh)).squeeze(1)
-    cells = cells[torch.argsort(_tile_index(cells, wn), stable=True)]  # nearby cells together
+    # P_sem(c) <= exp(l_c - max_c' l_c') rules most cells out before any softmax is taken.
+    near = (
+        logits[thing_ids].amax(dim=0) - logits.amax(dim=0) > math.log(d.mask_thresh)
+        if d.mask_thresh > 0
+        else True
+    )
+    cells = torch.nonzero((level > 0) & near).squeeze(1)
+    probability = thing_probability(cells)
+    keep = probability.amax(dim=1) > d.mask_thresh
+    cells, probability = cells[keep], probability[keep]
+    order = torch.argsort(_tile_index(cells, wn), stable=True)  # nearby cells together
+    cells, probability = cells[order], probability[order]
     pair_cells, pair_queries = instance_masks(
-        boxes_at(cells), q.boxes, q.labels, thing_probability[cells], d.iou_variant, d.mask_thresh
+        boxes_at(cells), q.boxes, q.labels, probability, d.iou_variant, d.mask_thresh
     )
 
     def value(cells: Tensor, queries: Tensor) -> Tensor:
@@ -245,7 +258,8 @@ def _cell_masks(
         slot = torch.empty(hn * wn, dtype=torch.long, device=cells.device)
         slot[distinct] = torch.arange(len(distinct), device=cells.device)
         p_loc = box_iou(boxes_at(distinct)[slot[cells]], q.boxes[queries], d.iou_variant)
-        return torch.where(level[cells] > 0, p_loc * thing_probability[cells, q.labels[queries]], 0.0)
+        p_sem = thing_probability(distinct)[slot[cells], q.labels[queries]]
+        return torch.where(level[cells] > 0, p_loc * p_sem, 0.0)
 
     return CellMasks.from_pairs(cells[pair_cells], pair_queries, (hn, wn), len(q.boxes), value)
 

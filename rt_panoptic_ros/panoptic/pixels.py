@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rt_panoptic_ros.panoptic.sampling import AxisBlocks, AxisSampling, axis_blocks, bilinear, fill_blocks
+from rt_panoptic_ros.panoptic.sampling import AxisBlocks, AxisSampling, bilinear, fill_blocks
 
 #: Bits of one membership word (int64 without its sign bit).
 _WORD_BITS = 63
@@ -78,6 +78,11 @@ class CellMasks:
     @property
     def width(self) -> int:
         return self.shape[1]
+
+    @property
+    def has_masks(self) -> Tensor:
+        """``[hn * wn]`` bool: the cell is in some mask."""
+        return self.ptr[1:] > self.ptr[:-1]
 
     def expand(self, units: Tensor, cells: Tensor) -> tuple[Tensor, Tensor]:
         """Each unit takes every mask its cell is in: ``(units [E'], queries [E'])`` pairs."""
@@ -232,7 +237,7 @@ def semantic_at_pixels(
         sampling: the stride-8 row and column :class:`AxisSampling`.
     """
     rows8, cols8 = sampling
-    rows, cols = axis_blocks(rows8), axis_blocks(cols8)
+    rows, cols = rows8.blocks, cols8.blocks
     pixels = fill_blocks(semantic8[rows.low][:, cols.low].to(dtype), rows, cols)  # [H, W]
     a, b = semantic_mixed[rows.low][:, cols.low].nonzero().unbind(1)  # mixed squares, as blocks
     span = int(cols.length.max()) + 1

@@ -23,6 +23,7 @@ is decided once when its corners agree, pixel by pixel only where they do not.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -43,9 +44,17 @@ class AxisSampling:
     high: Tensor
     frac: Tensor
 
+    @functools.cached_property
+    def blocks(self) -> AxisBlocks:
+        """:func:`axis_blocks` of this sampling (computed once)."""
+        return axis_blocks(self)
 
+
+@functools.lru_cache(maxsize=32)  # a camera's frames share their geometry: computed once
 def axis_sampling(pixels: int, content: int, stride: int, grid: int, device: torch.device) -> AxisSampling:
     """Sampling of a grid of ``grid`` lines at stride ``stride`` by ``pixels`` image pixels.
+
+    The result is cached and shared: treat its tensors as read-only.
 
     Args:
         pixels: the image's own length along the axis (H or W).
