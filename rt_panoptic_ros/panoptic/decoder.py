@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rt_panoptic_ros.config import Config
+from rt_panoptic_ros.config import Config, DecoderConfig
 from rt_panoptic_ros.errors import InputError
 from rt_panoptic_ros.panoptic.boxes import BOX_MAP_STRIDE, box_iou, box_levels, clip_boxes, dense_boxes_at
 from rt_panoptic_ros.panoptic.fusion import Placement, place_instances, stuff_lookup
@@ -39,6 +39,7 @@ from rt_panoptic_ros.panoptic.pixels import Band, CellMasks, band_mask_pairs, se
 from rt_panoptic_ros.panoptic.result import PanopticResult, Segment
 from rt_panoptic_ros.panoptic.sampling import (
     AxisBlocks,
+    AxisSampling,
     any_in_windows,
     axis_sampling,
     corner_disagreement,
@@ -209,8 +210,8 @@ def _cell_masks(
     box_reg: list[Tensor],
     q: Queries,
     content: ImageSize,
-    sampling: tuple[Any, Any],
-    d: Any,
+    sampling: tuple[AxisSampling, AxisSampling],
+    d: DecoderConfig,
     thing_ids: Tensor,
 ) -> CellMasks:
     """M_j on the stride-4 cells the image reads (Eq. 5-7), as sparse (cell, query) pairs."""

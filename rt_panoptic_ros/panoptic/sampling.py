@@ -112,9 +112,9 @@ def axis_blocks(sampling: AxisSampling) -> AxisBlocks:
     usual = int(length.mode().values)
     if bool((length > usual).any()):
         # Cut a run of n > usual pixels at n - usual, n - 2 usual, ... from its end.
-        end = start + length
-        offset = torch.arange(len(low), device=low.device) - start[torch.cumsum(change, 0) - 1]
-        from_end = (end[torch.cumsum(change, 0) - 1] - 1) - (offset + start[torch.cumsum(change, 0) - 1])
+        run = torch.cumsum(change, 0) - 1  # [n_pixels] the run of each pixel
+        offset = torch.arange(len(low), device=low.device) - start[run]  # from the run's start
+        from_end = length[run] - 1 - offset  # pixels after it in its run
         change |= (from_end % usual == usual - 1) & (offset > 0)
         start = change.nonzero().squeeze(1)
         length = torch.diff(start, append=torch.tensor([len(low)], device=low.device))
