@@ -71,8 +71,14 @@ class Rig:
 
     def wait_ready(self, topic_publisher=None) -> None:
         publisher = topic_publisher or self.camera.publisher
+        # Both ends: a frame sent before the node has matched the recorder would be answered
+        # with no output (the node skips topics nobody subscribes to).
         ready = wait_for(
-            lambda: publisher.get_subscription_count() > 0 or self.process.poll() is not None, READY_TIMEOUT
+            lambda: (
+                (publisher.get_subscription_count() > 0 and self.recorder.connected())
+                or self.process.poll() is not None
+            ),
+            READY_TIMEOUT,
         )
         assert ready and self.process.poll() is None, f"node did not start:\n{self.log.read_text()}"
 

@@ -53,6 +53,9 @@ def run_demo(
             raise InputError(
                 f"panoptic_node did not come up{_why(output / 'node.log', code)}; see {output / 'node.log'}"
             )
+        deadline = time.monotonic() + 10.0  # and the node has matched the recorder: else it skips outputs
+        while not recorder.connected() and time.monotonic() < deadline:
+            time.sleep(0.05)
         start = time.monotonic()
         for k in range(count):
             camera.send(frames[k % len(frames)])

@@ -79,11 +79,19 @@ class OutputRecorder(Node):
         self.received = Received()
         self._lock = threading.Lock()
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self._output_subscriptions = []
         for name in outputs:
             topic, message_type = OUTPUT_TOPICS[name]
             self.received.messages[name] = {}
             self.received.arrival[name] = {}
-            self.create_subscription(message_type, topic, self._callback(name), qos)
+            self._output_subscriptions.append(
+                self.create_subscription(message_type, topic, self._callback(name), qos)
+            )
+
+    def connected(self) -> bool:
+        """Every output topic has a publisher matched: the node has (almost surely) seen this
+        recorder too, so it will not skip an output as unsubscribed."""
+        return all(s.get_publisher_count() > 0 for s in self._output_subscriptions)
 
     def _callback(self, name: str):
         def store(message: Any) -> None:
