@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,23 @@ def tri_model_file(tri_weights, tmp_path_factory) -> Path:
     result = run_cli("rt-panoptic-convert", "--from", "tri", str(tri_weights), str(out))
     assert result.returncode == 0, result.stderr
     return out
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted on ``folder`` (``options`` such as ``size=256k`` or ``ro,size=64k``) for
+    the test's duration: a full or read-only disk. Skips, saying why, where mounting is not allowed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        reason = mounted.stderr.decode().strip()
+        pytest.skip(f"cannot mount a tmpfs ({options}) on this machine (needs root): {reason}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
 
 
 def run_cli(name: str, *args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess[str]:

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import vision_msgs
 import yaml
-from conftest import rigged_model
+from conftest import rigged_model, small_tmpfs
 from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
@@ -411,16 +411,7 @@ def test_ctrl_c_leaves_a_valid_bag_with_every_frame_done(model_file, tmp_path):
 @pytest.mark.parametrize("storage", sorted(STORAGE))
 def test_a_full_disk_leaves_no_bag_and_says_so(storage, bags, model_file, tmp_path, capsys):
     """A 256 KiB tmpfs fills up after a few frames; neither a bag nor its staging folder stays."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(
-            f"cannot mount a small tmpfs on this machine (needs root): {mounted.stderr.decode().strip()}"
-        )
-    try:
+    with small_tmpfs(tmp_path / "disk", "size=256k") as disk:
         out = disk / "out"
         args = (
             bags[storage],
@@ -439,5 +430,3 @@ def test_a_full_disk_leaves_no_bag_and_says_so(storage, bags, model_file, tmp_pa
         assert errors[0].startswith(f"rt-panoptic-bag: error: {out}: cannot write the bag (")
         assert errors[0].endswith("no bag written (the unfinished one was removed)")
         assert list(disk.iterdir()) == []
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)

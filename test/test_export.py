@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 
 import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import run_cli, tiny_config
+from conftest import run_cli, small_tmpfs, tiny_config
 from onnx import TensorProto, helper
 
 from rt_panoptic_ros.cli import EXIT_ERROR, export_main
@@ -190,16 +189,7 @@ def test_export_into_a_directory_names_the_output(tiny_file, tmp_path, capsys):
 
 
 def test_export_onto_a_read_only_file_system_names_the_output(tiny_file, tmp_path, capsys):
-    disk = tmp_path / "ro"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(disk)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(
-            f"cannot mount a read-only tmpfs on this machine (needs root): {mounted.stderr.decode().strip()}"
-        )
-    try:
+    with small_tmpfs(tmp_path / "ro", "ro,size=64k") as disk:
         target = disk / "x.onnx"
         assert (
             export_main([str(tiny_file), "--height", "128", "--width", "128", "--output", str(target)]) == 1
@@ -207,8 +197,6 @@ def test_export_onto_a_read_only_file_system_names_the_output(tiny_file, tmp_pat
         err = capsys.readouterr().err
         assert err.endswith(f"rt-panoptic-export: error: {target}: Read-only file system\n")
         assert ".tmp" not in err
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
 
 
 def test_atomic_write_names_the_path_not_its_temporary_file(tmp_path):
