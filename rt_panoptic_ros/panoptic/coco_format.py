@@ -56,7 +56,7 @@ def to_coco_panoptic(
     ids = torch.where(instance > 0, instance, torch.where(stuff, lut[semantic], VOID_SEGMENT))
     total = count + len(stuff_classes)
     areas = torch.bincount(ids.reshape(-1), minlength=total + 1)[1:].tolist()
-    boxes = instance_boxes(ids, total, tuple(ids.shape)).tolist()
+    boxes = instance_boxes(ids, total).tolist()
     labels = [s.category_id for s in result.segments] + stuff_classes
     scores = [s.score for s in result.segments] + [1.0] * len(stuff_classes)
     segments_info = [

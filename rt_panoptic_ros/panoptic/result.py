@@ -48,13 +48,8 @@ class PanopticResult:
         return PanopticResult(self.semantic.to(device), self.instance.to(device), list(self.segments))
 
 
-def instance_boxes(instance: Tensor, count: int, size: tuple[int, int], cell: int = 1) -> Tensor:
-    """Tight boxes of the instance ids 1..count of an id map, vectorised.
-
-    Args:
-        instance: ``[h, w]`` int id map (0 = none), each entry covering ``cell x cell`` output
-            pixels (the decoder's stride-4 cells; 1 for a full-resolution map).
-        size: ``(H, W)`` of the output image, which clips the last row and column of cells.
+def instance_boxes(instance: Tensor, count: int) -> Tensor:
+    """Tight boxes of the instance ids 1..count of an ``[H, W]`` id map (0 = none), vectorised.
 
     Returns:
         ``[count, 4]`` float ``(x1, y1, x2, y2)``, x2 and y2 exclusive.
@@ -68,9 +63,6 @@ def instance_boxes(instance: Tensor, count: int, size: tuple[int, int], cell: in
     index = ids[None].expand(2, -1)
     lows = torch.full((2, count + 1), max(h, w), device=ids.device, dtype=torch.long)
     highs = torch.full((2, count + 1), -1, device=ids.device, dtype=torch.long)
-    lows = lows.scatter_reduce(1, index, coords, reduce="amin")[:, 1:] * cell
-    highs = ((highs.scatter_reduce(1, index, coords, reduce="amax")[:, 1:] + 1) * cell).clamp(min=0)
-    height, width = size
-    return torch.stack(
-        (lows[0], lows[1], highs[0].clamp(max=width), highs[1].clamp(max=height)), dim=1
-    ).float()
+    lows = lows.scatter_reduce(1, index, coords, reduce="amin")[:, 1:]
+    highs = (highs.scatter_reduce(1, index, coords, reduce="amax")[:, 1:] + 1).clamp(min=0)
+    return torch.stack((lows[0], lows[1], highs[0], highs[1]), dim=1).float()
