@@ -69,10 +69,16 @@ class Rig:
         self.recorder.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
         self.spinner = Spinner(self.camera, self.recorder)
 
-    def wait_ready(self, topic_publisher=None) -> None:
+    def wait_ready(self, topic_publisher=None, probe=None) -> None:
+        """Wait until a probe frame has come back on every output.
+
+        Matching is asymmetric: the recorder seeing the node's publishers does not mean the
+        node has seen the recorder yet, and the node skips outputs nobody subscribes to. So
+        probe frames are sent until one is answered on all outputs (``probe`` builds one
+        message for ``topic_publisher``; a raw rgb8 frame by default).
+        """
         publisher = topic_publisher or self.camera.publisher
-        # Both ends: a frame sent before the node has matched the recorder would be answered
-        # with no output (the node skips topics nobody subscribes to).
+        probe = probe or (lambda: image_msg(rgb_frame(32, 48, seed=1), "rgb8"))
         ready = wait_for(
             lambda: (
                 (publisher.get_subscription_count() > 0 and self.recorder.connected())
@@ -81,6 +87,13 @@ class Rig:
             READY_TIMEOUT,
         )
         assert ready and self.process.poll() is None, f"node did not start:\n{self.log.read_text()}"
+        got = self.recorder.received.messages
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline and self.process.poll() is None:
+            key = self.send(probe(), publisher)
+            if wait_for(lambda: all(key in got[n] for n in got), 2.0):
+                return
+        raise AssertionError(f"node never answered a probe frame:\n{self.log.read_text()[-2000:]}")
 
     def send(self, message: Image | CompressedImage, publisher=None) -> int:
         message.header = Header(stamp=self.camera.get_clock().now().to_msg(), frame_id="test_camera")
@@ -308,7 +321,8 @@ def test_compressed_input_namespace_and_remapping(context, model_file, tmp_path)
     rig = Rig(context, "/cam", parameters, {"__ns": "/cam", "image/compressed": "/camera/jpeg"}, log)
     publisher = rig.camera.create_publisher(CompressedImage, "/camera/jpeg", 5)
     try:
-        rig.wait_ready(publisher)
+        probe = cv2.imencode(".png", rgb_frame(32, 48, seed=1))[1].tobytes()
+        rig.wait_ready(publisher, probe=lambda: CompressedImage(format="png", data=probe))
         rgb = rgb_frame(100, 150, seed=9)
         for fmt, ext in (("jpeg", ".jpg"), ("png", ".png")):
             ok, encoded = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
