@@ -57,10 +57,17 @@ def infer_main(argv: Sequence[str] | None = None) -> int:
         "predictions folder (panoptic/<stem>.png, panoptic.json) plus overlay/<stem>.png.",
     )
     parser.add_argument("source", metavar="IMAGE_OR_DIR", help="an image file or a folder of images")
-    parser.add_argument("--model", required=True, help="model file (.pt)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="model file (.pt), ONNX file of any precision (rt-panoptic-export; --backend onnxruntime "
+        "or tensorrt) or TensorRT engine (--backend tensorrt)",
+    )
     parser.add_argument("--output", required=True, help="folder to write the predictions into")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
-    parser.add_argument("--backend", default="torch", help="inference backend")
+    parser.add_argument(
+        "--backend", default="torch", help="torch, onnxruntime, tensorrt or auto (default: torch)"
+    )
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the predictions of an existing, non-empty --output")  # fmt: skip
     args = parser.parse_args(argv)
@@ -125,11 +132,12 @@ def _size_arguments(parser, batch: bool = True) -> None:
 
 
 def export_main(argv: Sequence[str] | None = None) -> int:
-    """``rt-panoptic-export MODEL --output model.onnx --height H --width W [--batch N] [--dynamic]``."""
+    """``rt-panoptic-export MODEL --output X.onnx [--precision fp32|fp16|int8] [--calibration-dir DIR]``."""
     parser = make_parser(
         "rt-panoptic-export",
         "Export a model file to ONNX: input 'image' uint8 [N,3,H,W] RGB, the head's 17 outputs by "
-        "name; checked with onnx.checker, shape inference and TensorRT's list of ONNX ops.",
+        "name (float32); checked with onnx.checker, shape inference and TensorRT's list of ONNX ops. "
+        "The precision is written into the graph (TensorRT 10 and 11 build it strongly typed).",
     )
     parser.add_argument("model", metavar="MODEL", help="model file (.pt)")
     parser.add_argument("--output", required=True, help="ONNX file to write")
@@ -138,6 +146,19 @@ def export_main(argv: Sequence[str] | None = None) -> int:
         "--dynamic",
         action="store_true",
         help="symbolic batch, height and width (--height/--width: the traced size)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8"),
+        default="fp32",
+        help="fp16: float16 with normalisation and the output tails in float32; int8: explicit "
+        "Q/DQ around every convolution, calibrated on --calibration-dir (default: fp32)",
+    )
+    parser.add_argument(
+        "--calibration-dir",
+        default=None,
+        metavar="DIR",
+        help="int8: a folder of images like the robot's camera sees (a few dozen to a few hundred)",
     )
     args = parser.parse_args(argv)
 
@@ -158,6 +179,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
         report = export_onnx(
             model, args.output, height, width, batch=args.batch, dynamic=args.dynamic,
             source_sha256=file_sha256(args.model), progress=lambda line: print(line, file=sys.stderr),
+            precision=args.precision, calibration_dir=args.calibration_dir,
         )  # fmt: skip
         print(report.summary())
         return 0
@@ -166,20 +188,30 @@ def export_main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_engine_main(argv: Sequence[str] | None = None) -> int:
-    """``rt-panoptic-build-engine MODEL [--precision fp16|fp32|int8] [--calib DIR]``: engine ahead of time."""
+    """``rt-panoptic-build-engine MODEL [--precision fp16|fp32|int8] [--calibration-dir DIR]``."""
     parser = make_parser(
         "rt-panoptic-build-engine",
         "Build (or find up to date) the TensorRT engine of a model in its cache beside the model "
-        "file, as the tensorrt backend would at start-up; a key mismatch or a corrupt file rebuilds it.",
+        "file, as the tensorrt backend would at start-up; a key mismatch or a corrupt file rebuilds it. "
+        "Engines are strongly typed (TensorRT 10.3+ / 11.x): their precision is the ONNX graph's.",
     )
     parser.add_argument("model", metavar="MODEL", help="model file (.pt) or ONNX file (rt-panoptic-export)")
     parser.add_argument(
         "--precision",
         choices=["fp16", "fp32", "int8"],
-        default="fp16",
-        help="fp16: FP16 kernels where faster; fp32: IEEE FP32, TF32 off; int8: needs --calib",
+        default=None,
+        help="the ONNX graph's precision, which the engine keeps. A .pt is exported in it once and "
+        "cached (none: fp16; int8: Q/DQ calibrated on --calibration-dir); an .onnx file keeps its "
+        "own, and a precision that differs from it is an error (none: the file's)",
     )
-    parser.add_argument("--calib", default=None, metavar="DIR", help="folder of INT8 calibration images")
+    parser.add_argument(
+        "--calibration-dir",
+        "--calib",
+        dest="calibration_dir",
+        default=None,
+        metavar="DIR",
+        help="int8 from a .pt: a folder of images like the robot's camera sees",
+    )
     _size_arguments(parser)
     parser.add_argument("--device", default="cuda", help="CUDA device to build for")
     parser.add_argument(
@@ -194,7 +226,7 @@ def build_engine_main(argv: Sequence[str] | None = None) -> int:
         size = (args.height, args.width) if args.height and args.width else None
         predictor = Predictor(
             args.model, device=args.device, backend="tensorrt", precision=args.precision, input_size=size,
-            batch_size=args.batch, cache_dir=args.cache_dir, calibration_dir=args.calib,
+            batch_size=args.batch, cache_dir=args.cache_dir, calibration_dir=args.calibration_dir,
         )  # fmt: skip
         backend = predictor.backend
         print(f"engine {backend.where}: {backend.precision}, input {'x'.join(map(str, backend.input_shape))}")
@@ -222,7 +254,9 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         "--precision",
         choices=["fp32", "fp16", "int8"],
         default=None,
-        help="default: the backend's own (torch: fp16 on CUDA, fp32 on CPU; tensorrt: fp16)",
+        help="default: the backend's own (torch: fp16 on CUDA, fp32 on CPU; onnxruntime and tensorrt: "
+        "an ONNX file's own, for a .pt fp32 / fp16). To compare int8 with fp32, give both exported "
+        "files to --model (rt-panoptic-export --precision int8)",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: each backend's own)")
     parser.add_argument("--frames", type=int, default=20, help="timed frames")

@@ -142,7 +142,7 @@ def test_onnx_cache_beside_the_model_is_keyed_and_reused(tmp_path, caplog):
     net = RTPanoNet(tiny_config())
     model = save_checkpoint(net, tmp_path / "m.pt")
     first = cached_onnx(ModelSource.open(model), None)
-    assert first.parent == tmp_path / "m.cache" and first.name.endswith(".dynamic.opset17.onnx")
+    assert first.parent == tmp_path / "m.cache" and first.name.endswith(".dynamic.fp32.opset17.onnx")
     assert "exporting resnet18 to" in caplog.text
     caplog.clear()
     assert cached_onnx(ModelSource.open(model), None) == first  # reused: not exported again
@@ -157,7 +157,7 @@ def test_onnx_cache_beside_the_model_is_keyed_and_reused(tmp_path, caplog):
     save_checkpoint(net, model)  # a changed model: a new key, a new file
     assert cached_onnx(ModelSource.open(model), None) != first
     static = cached_onnx(ModelSource.open(model), (1, 128, 256))  # a shape is part of the key
-    assert static.name.endswith(".1x3x128x256.opset17.onnx")
+    assert static.name.endswith(".1x3x128x256.fp32.opset17.onnx")
     assert len(list((tmp_path / "m.cache").glob("*.onnx"))) == 3
 
 
@@ -230,7 +230,11 @@ def test_auto_with_nothing_usable_says_why():
         ({"backend": "openvino"}, ConfigError, "backend: 'openvino', expected one of auto, torch"),
         ({"precision": "fp16"}, ConfigError, "fp16 needs a CUDA device for the torch backend"),
         ({"precision": "int8"}, ConfigError, "precision: 'int8' for the torch backend"),
-        ({"backend": "onnxruntime", "precision": "fp16"}, ConfigError, "'fp16' for onnxruntime on the CPU"),
+        (
+            {"backend": "onnxruntime", "precision": "fp16"},
+            ConfigError,
+            r"fp16 for onnxruntime needs a model file",
+        ),
         ({"cuda_graph": True}, ConfigError, "cuda_graph: needs a CUDA device"),
         ({"backend": "onnxruntime", "cuda_graph": True}, ConfigError, "only the torch backend replays"),
         ({"input_size": (100, 256)}, ConfigError, "input.height: 100, expected 0 or a multiple of 128"),

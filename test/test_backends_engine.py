@@ -1,5 +1,6 @@
-"""The TensorRT engine cache (pure Python: keys, file format, reuse and rebuild), INT8
-calibration images, and TensorRT itself where a GPU with TensorRT exists.
+"""The TensorRT engine cache (pure Python: keys, file names, file format, reuse and rebuild),
+the TensorRT version policy and network flags (pure functions), and TensorRT itself where a
+GPU with TensorRT exists.
 
 Engine bytes here are whatever a builder returns: the cache never looks inside them, so the
 key and invalidation logic is exercised for real with GPU names and TensorRT versions given
@@ -12,7 +13,6 @@ import dataclasses
 import importlib.util
 import logging
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -22,11 +22,7 @@ from rt_panoptic_ros import Predictor
 from rt_panoptic_ros.cli import EXIT_ERROR, build_engine_main
 from rt_panoptic_ros.errors import ConfigError, EngineError, InputError
 from rt_panoptic_ros.model import save_checkpoint
-from rt_panoptic_ros.runtime.calibration import (
-    calibration_batches,
-    calibration_fingerprint,
-    calibration_images,
-)
+from rt_panoptic_ros.runtime.backends.tensorrt_backend import check_tensorrt_version, network_flags
 from rt_panoptic_ros.runtime.engine_cache import (
     ENGINE_MAGIC,
     EngineKey,
@@ -44,8 +40,8 @@ needs_tensorrt = pytest.mark.skipif(not HAVE_TENSORRT, reason="needs an NVIDIA G
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 KEY = EngineKey(
-    onnx_sha256="a" * 64, gpu="NVIDIA H100 80GB HBM3", tensorrt="10.3.0", precision="fp16",
-    input_shape=(1, 3, 512, 1024),
+    source_kind="pt", source_sha256="5" * 64, onnx_sha256="a" * 64, gpu="NVIDIA H100 80GB HBM3",
+    tensorrt="10.3.0", precision="fp16", input_shape=(1, 3, 512, 1024),
 )  # fmt: skip
 CFG = tiny_config()
 
@@ -62,8 +58,8 @@ class Builder:
 
 
 def test_engine_file_round_trip(tmp_path):
-    path = engine_path(tmp_path, "tri", KEY.precision, KEY.input_shape)
-    assert path.name == "tri.fp16.1x3x512x1024.engine"
+    path = engine_path(tmp_path, "tri", KEY)
+    assert path.name == "tri.pt-5555555555555555.fp16.1x3x512x1024.engine"
     write_engine_file(path, KEY, CFG, b"\x00serialized engine\xff")
     loaded = read_engine_file(path)
     assert loaded.key == KEY and loaded.cfg == CFG and loaded.engine == b"\x00serialized engine\xff"
@@ -86,10 +82,14 @@ def test_a_matching_engine_is_reused(tmp_path, caplog):
     [
         ({"gpu": "NVIDIA GeForce RTX 4090"}, "GPU 'NVIDIA H100 80GB HBM3' -> 'NVIDIA GeForce RTX 4090'"),
         ({"tensorrt": "10.7.0"}, "TensorRT '10.3.0' -> '10.7.0'"),
-        ({"onnx_sha256": "b" * 64}, "ONNX graph (the model changed) aaaaaaaaaaaa -> bbbbbbbbbbbb"),
+        (
+            {"onnx_sha256": "b" * 64},
+            "ONNX graph (the model or its export changed) aaaaaaaaaaaa -> bbbbbbbbbbbb",
+        ),
+        ({"source_sha256": "6" * 64}, "model file (it changed) 555555555555 -> 666666666666"),
+        ({"source_kind": "onnx"}, "model file kind 'pt' -> 'onnx'"),
         ({"precision": "fp32"}, "precision 'fp16' -> 'fp32'"),
         ({"input_shape": (1, 3, 1024, 2048)}, "input shape 1x3x512x1024 -> 1x3x1024x2048"),
-        ({"calibration": "c" * 64}, "INT8 calibration images none -> cccccccccccc"),
     ],
 )
 def test_an_engine_for_another_key_is_rebuilt_with_a_log_line(tmp_path, caplog, change, logged):
@@ -156,9 +156,41 @@ def test_a_failed_build_leaves_the_old_engine(tmp_path):
     assert read_engine_file(path).key == KEY
 
 
+def test_a_model_file_and_an_onnx_file_of_one_stem_get_their_own_engines(tmp_path):
+    """model.pt and model.onnx in one folder must not rebuild each other's engine at every start."""
+    pt = KEY
+    onnx = dataclasses.replace(KEY, source_kind="onnx", source_sha256="7" * 64, onnx_sha256="7" * 64)
+    assert engine_path(tmp_path, "model", pt) != engine_path(tmp_path, "model", onnx)
+    assert engine_path(tmp_path, "model", onnx).name == "model.onnx-7777777777777777.fp16.1x3x512x1024.engine"
+    # Two model files of one name (say from two folders, one --cache-dir): their hashes differ.
+    other = dataclasses.replace(KEY, source_sha256="8" * 64)
+    assert engine_path(tmp_path, "model", pt) != engine_path(tmp_path, "model", other)
+    # And each is reused from its own file.
+    build = Builder()
+    for key in (pt, onnx, pt, onnx):
+        load_or_build(engine_path(tmp_path, "model", key), key, CFG, build)
+    assert build.calls == 2
+
+
+def test_an_engine_file_of_the_weakly_typed_format_is_rebuilt(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="rt_panoptic_ros")
+    path, build = tmp_path / "m.engine", Builder()
+    load_or_build(path, KEY, CFG, build)
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b'"format_version": 2', b'"format_version": 1', 1))
+    with pytest.raises(
+        EngineError, match=r"m.engine: engine file format 1, built weakly typed .* build it again"
+    ):
+        read_engine_file(path)
+    load_or_build(path, KEY, CFG, build)
+    assert build.calls == 2 and "built weakly typed" in caplog.text
+
+
 def test_engine_keys_are_checked():
     with pytest.raises(ConfigError, match="precision: 'bf16', expected one of fp16, fp32, int8"):
         dataclasses.replace(KEY, precision="bf16")
+    with pytest.raises(ConfigError, match="source kind: 'checkpoint', expected one of pt, onnx"):
+        dataclasses.replace(KEY, source_kind="checkpoint")
     with pytest.raises(ConfigError, match=r"input shape: \[1, 4, 512, 1024\], expected \[N, 3, H, W\]"):
         dataclasses.replace(KEY, input_shape=(1, 4, 512, 1024))
     assert EngineKey.from_dict(KEY.to_dict()) == KEY
@@ -169,6 +201,53 @@ def test_an_input_the_engine_was_not_built_for_is_one_clear_error():
     check_input_shape((None, 3, None, None), (4, 3, 256, 128), "dynamic.onnx")
     with pytest.raises(InputError, match=r"m.engine takes input 1x3x512x1024 .*, got 1x3x256x512: run it at"):
         check_input_shape((1, 3, 512, 1024), (1, 3, 256, 512), "m.engine")
+
+
+# --- TensorRT versions --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "10.3.0.26", "10.16.1.11", "11.0.0", "11.4.0.post1"])
+def test_tensorrt_10_3_and_11_are_supported(version):
+    assert check_tensorrt_version(version) is None
+
+
+@pytest.mark.parametrize(
+    ("version", "why"),
+    [
+        ("8.6.1", "TensorRT 8 builds weakly typed"),
+        ("9.3.0.1", "TensorRT 9 was a limited, LLM-only release line"),
+        ("10.2.0", "10.3 is JetPack 6's, the oldest tested: upgrade TensorRT"),
+        ("10.0.1", "10.3 is JetPack 6's"),
+    ],
+)
+def test_an_older_tensorrt_is_refused_in_one_line(version, why):
+    with pytest.raises(EngineError) as raised:
+        check_tensorrt_version(version)
+    message = str(raised.value)
+    assert message.startswith(f"tensorrt backend: TensorRT {version} found, needs TensorRT 10.3+ or 11.x: ")
+    assert why in message and "\n" not in message
+
+
+def test_a_newer_tensorrt_major_is_tried_with_a_warning():
+    warning = check_tensorrt_version("12.0.1")
+    assert warning is not None and "TensorRT 12.0.1 is newer than the tested" in warning
+    assert "trying it like 11.x" in warning and "\n" not in warning
+
+
+@pytest.mark.parametrize("version", ["", "ten", "11"])
+def test_an_unreadable_tensorrt_version_is_one_clear_error(version):
+    with pytest.raises(EngineError, match=r"cannot read the TensorRT version"):
+        check_tensorrt_version(version)
+
+
+def test_networks_are_strongly_typed_on_both_majors():
+    # 10.x: STRONGLY_TYPED is opt-in (its enum value is 1 in 10.x: EXPLICIT_BATCH is 0).
+    assert network_flags("10.3.0", 1) == 1 << 1
+    with pytest.raises(EngineError, match=r"TensorRT 10\.3\.0 has no STRONGLY_TYPED network flag"):
+        network_flags("10.3.0", None)
+    # 11.x and later: always strongly typed, the flag is deprecated and ignored, or gone.
+    assert network_flags("11.1.0", 0) == 0
+    assert network_flags("12.0.0", None) == 0
 
 
 # --- engine files given by the user -------------------------------------------------------------
@@ -215,39 +294,10 @@ def test_without_tensorrt_the_backend_says_so(tmp_path, capsys):
     assert capsys.readouterr().err.startswith(
         "rt-panoptic-build-engine: error: tensorrt backend: the tensorrt"
     )
-
-
-# --- INT8 calibration images ----------------------------------------------------------------------
-
-
-def test_calibration_images_are_fitted_like_the_predictor_does(tmp_path):
-    rng = np.random.default_rng(0)
-    for name, (h, w) in {"a.png": (64, 256), "b.jpg": (300, 200), "c.png": (128, 256)}.items():
-        cv2.imwrite(str(tmp_path / name), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-    (tmp_path / "notes.txt").write_text("not an image")
-    files = calibration_images(tmp_path)
-    assert [f.name for f in files] == ["a.png", "b.jpg", "c.png"]
-    batches = list(calibration_batches(files, (2, 3, 128, 256)))
-    assert len(batches) == 1  # the incomplete last batch is dropped
-    (batch,) = batches
-    assert batch.shape == (2, 3, 128, 256) and batch.dtype == torch.uint8 and batch.is_contiguous()
-    a = cv2.cvtColor(cv2.imread(str(tmp_path / "a.png")), cv2.COLOR_BGR2RGB)
-    assert torch.equal(batch[0, :, :64], torch.from_numpy(a).permute(2, 0, 1))  # a fits as is
-    assert batch[0, :, 64:].eq(0).all()  # zero padding below
-    assert batch[1, :, :, 86:].eq(0).all() and batch[1, :, :, :85].ne(0).any()  # 300x200 -> 128x85
-    before = calibration_fingerprint(files)
-    cv2.imwrite(str(tmp_path / "c.png"), np.zeros((10, 10, 3), np.uint8))
-    assert calibration_fingerprint(files) != before
-
-
-def test_calibration_folder_errors(tmp_path):
-    with pytest.raises(InputError, match=r"missing: no such folder of calibration images"):
-        calibration_images(tmp_path / "missing")
-    with pytest.raises(InputError, match="no calibration images"):
-        calibration_images(tmp_path)
-    (tmp_path / "x.png").write_bytes(b"not a png")
-    with pytest.raises(InputError, match=r"x.png: not a readable image"):
-        list(calibration_batches(calibration_images(tmp_path), (1, 3, 128, 128)))
+    for option in ("--calibration-dir", "--calib"):  # the old spelling still parses
+        argv = [str(model), "--precision", "int8", option, str(tmp_path), "--height", "128", "--width", "256"]
+        assert build_engine_main(argv) == EXIT_ERROR
+        assert "the tensorrt Python package is not installed" in capsys.readouterr().err
 
 
 # --- TensorRT itself -------------------------------------------------------------------------------

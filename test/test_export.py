@@ -68,7 +68,7 @@ def test_static_export_is_a_valid_named_graph(small, small_export):
         assert tuple(dims(output)) == expected[output.name]
     assert expected["box_cls_4"] == (2, 8, 1, 2) and expected["levelness_logits"] == (2, 6, 32, 64)
     # progress line first, then a report with the file's size and op count
-    assert lines == [f"exporting resnet18 to {path} (2x3x128x256, opset 17) ..."]
+    assert lines == [f"exporting resnet18 to {path} (2x3x128x256, fp32, opset 17) ..."]
     assert report.size_bytes == path.stat().st_size
     assert report.op_count == len(proto.graph.node) > 100
     assert f"{report.op_count} ops" in report.summary() and "MB" in report.summary()

@@ -91,7 +91,7 @@ class Rig:
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline and self.process.poll() is None:
             key = self.send(probe(), publisher)
-            if wait_for(lambda: all(key in got[n] for n in got), 2.0):
+            if wait_for(lambda key=key: all(key in got[n] for n in got), 2.0):
                 return
         raise AssertionError(f"node never answered a probe frame:\n{self.log.read_text()[-2000:]}")
 

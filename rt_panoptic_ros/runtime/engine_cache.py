@@ -1,21 +1,26 @@
 """The TensorRT engine cache: keys, the engine file format, reuse or rebuild. Pure Python.
 
-An engine only runs on the GPU model and TensorRT version that built it, for the shape and
-precision it was built with, and only does what the ONNX graph it came from did. All of that
-is its :class:`EngineKey`, stored inside the engine file, checked on every load:
+An engine only runs on the GPU model and TensorRT version that built it, for the shape it was
+built with, and only does what the ONNX graph it came from did, in that graph's precision
+(engines are built strongly typed: :mod:`~rt_panoptic_ros.runtime.backends.tensorrt_backend`).
+All of that is its :class:`EngineKey`, stored inside the engine file, checked on every load:
 
-- one file per model, precision and input shape:
-  ``<cache dir>/<model stem>.<precision>.<N>x3x<H>x<W>.engine`` (cache dir: see
-  :mod:`rt_panoptic_ros.runtime.files`);
-- a file whose key differs from the wanted one (another GPU, TensorRT version or ONNX graph,
-  i.e. a changed model) is rebuilt in place, with a log line that names what changed;
-- a missing, truncated or otherwise corrupt file is (re)built, with a log line;
+- one file per model file, precision and input shape:
+  ``<cache dir>/<model stem>.<pt|onnx>-<model sha256[:16]>.<precision>.<N>x3x<H>x<W>.engine``
+  (cache dir: see :mod:`rt_panoptic_ros.runtime.files`). The model file's kind and hash are
+  in the name, so ``model.pt`` and ``model.onnx`` beside each other (or two models of one
+  name sharing a cache folder) never build over each other's engines; a changed model file
+  gets a new engine file, and the old one stays until the cache folder is cleared;
+- a file whose key differs from the wanted one (another GPU, TensorRT version or ONNX graph)
+  is rebuilt in place, with a log line that names what changed;
+- a missing, truncated or otherwise corrupt file, or one written before engines were strongly
+  typed (format 1), is (re)built, with a log line;
 - a matching file is reused as is.
 
 File format (``ENGINE_MAGIC``, then an 8-byte little-endian header length, a UTF-8 JSON
 header, then the serialized engine)::
 
-    {"format_version": 1, "key": {...EngineKey}, "config": {...Config},
+    {"format_version": 2, "key": {...EngineKey}, "config": {...Config},
      "engine_bytes": n, "engine_sha256": "..."}
 
 so an engine file is self-describing (it carries its model's config) and a truncated copy is
@@ -44,8 +49,12 @@ from rt_panoptic_ros.runtime.files import atomic_write_bytes
 log = logging.getLogger("rt_panoptic_ros.runtime")
 
 ENGINE_MAGIC = b"RT-PANOPTIC-TRT\n"
-ENGINE_FORMAT_VERSION = 1
+#: 2: strongly typed engines (precision from the ONNX graph), the model file's kind and hash in
+#: the key. Format 1 files were built weakly typed (FP16 / INT8 builder flags): rebuilt.
+ENGINE_FORMAT_VERSION = 2
 PRECISIONS: tuple[str, ...] = ("fp16", "fp32", "int8")
+#: What an engine can be built from: a model file (``.pt``, exported to ONNX) or an ONNX file.
+SOURCE_KINDS: tuple[str, ...] = ("pt", "onnx")
 _LENGTH = struct.Struct("<Q")
 
 
@@ -54,22 +63,28 @@ class EngineKey:
     """Everything an engine depends on. Two engines with equal keys are interchangeable.
 
     Attributes:
-        onnx_sha256: hash of the ONNX file it was built from (changes with the model).
+        source_kind: what the user gave: a model file (``pt``) or an ONNX file (``onnx``).
+        source_sha256: hash of that file.
+        onnx_sha256: hash of the ONNX file the engine was built from (the file itself for an
+            ``onnx`` source, the cached export of a ``pt`` one). It changes with the model, the
+            precision and, for int8, the calibration images (their scales are in the graph).
         gpu: the GPU's name, as ``torch.cuda.get_device_name`` gives it.
         tensorrt: ``tensorrt.__version__``.
-        precision: one of :data:`PRECISIONS`.
+        precision: the ONNX graph's, one of :data:`PRECISIONS`.
         input_shape: ``(N, 3, H, W)`` the engine takes (its one optimisation profile).
-        calibration: for INT8, a hash of the calibration images' names and sizes; else "".
     """
 
+    source_kind: str
+    source_sha256: str
     onnx_sha256: str
     gpu: str
     tensorrt: str
     precision: str
     input_shape: tuple[int, int, int, int]
-    calibration: str = ""
 
     def __post_init__(self) -> None:
+        if self.source_kind not in SOURCE_KINDS:
+            raise ConfigError(f"source kind: {self.source_kind!r}, expected one of {', '.join(SOURCE_KINDS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision: {self.precision!r}, expected one of {', '.join(PRECISIONS)}")
         shape = self.input_shape
@@ -91,18 +106,19 @@ class EngineKey:
     def changes_from(self, other: EngineKey) -> list[str]:
         """What differs between ``other`` (what a file holds) and this key, for people."""
         labels = {
-            "onnx_sha256": "ONNX graph (the model changed)",
+            "source_kind": "model file kind",
+            "source_sha256": "model file (it changed)",
+            "onnx_sha256": "ONNX graph (the model or its export changed)",
             "gpu": "GPU",
             "tensorrt": "TensorRT",
             "precision": "precision",
             "input_shape": "input shape",
-            "calibration": "INT8 calibration images",
         }
         changes = []
         for name, label in labels.items():
             old, new = getattr(other, name), getattr(self, name)
             if old != new:
-                if name in ("onnx_sha256", "calibration"):  # hashes: the first 12 digits say enough
+                if name.endswith("sha256"):  # hashes: the first 12 digits say enough
                     changes.append(f"{label} {old[:12] or 'none'} -> {new[:12] or 'none'}")
                 else:
                     changes.append(f"{label} {_show(old)} -> {_show(new)}")
@@ -122,9 +138,15 @@ class EngineFile:
     engine: bytes
 
 
-def engine_path(cache_dir: str | Path, stem: str, precision: str, input_shape: Sequence[int]) -> Path:
-    """``<cache_dir>/<stem>.<precision>.<N>x3x<H>x<W>.engine``."""
-    return Path(cache_dir) / f"{stem}.{precision}.{'x'.join(map(str, input_shape))}.engine"
+def engine_path(cache_dir: str | Path, stem: str, key: EngineKey) -> Path:
+    """``<cache_dir>/<stem>.<pt|onnx>-<source sha256[:16]>.<precision>.<N>x3x<H>x<W>.engine``.
+
+    ``stem`` is the model file's; its kind and hash keep two files of one stem apart.
+    """
+    shape = "x".join(map(str, key.input_shape))
+    return (
+        Path(cache_dir) / f"{stem}.{key.source_kind}-{key.source_sha256[:16]}.{key.precision}.{shape}.engine"
+    )
 
 
 def write_engine_file(path: str | Path, key: EngineKey, cfg: Config, engine: bytes) -> None:
@@ -166,6 +188,11 @@ def read_engine_file(path: str | Path) -> EngineFile:
     if not isinstance(version, int) or version > ENGINE_FORMAT_VERSION:
         raise EngineError(
             f"{path}: engine file format {version!r}; this version reads up to {ENGINE_FORMAT_VERSION}"
+        )
+    if version < ENGINE_FORMAT_VERSION:
+        raise EngineError(
+            f"{path}: engine file format {version}, built weakly typed by an older rt_panoptic_ros: "
+            "build it again (rt-panoptic-build-engine on the .pt or .onnx file)"
         )
     engine = data[start + length :]
     if len(engine) != header.get("engine_bytes") or hashlib.sha256(engine).hexdigest() != header.get(

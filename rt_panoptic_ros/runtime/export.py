@@ -14,6 +14,10 @@ its output shapes with the ones above, and the TensorRT operator list
 metadata (``rt_panoptic_ros.config``), so an exported file is as self-describing as the
 model file it came from.
 
+Precision is part of the graph (``precision="fp16"`` / ``"int8"``, see
+:mod:`~rt_panoptic_ros.runtime.precision`), recorded in the metadata too
+(``rt_panoptic_ros.precision``, and for int8 the calibration images' fingerprint).
+
 The exporter is torch's TorchScript-based one (``dynamo=False``): on this network it gives a
 plain graph of Conv / InstanceNormalization / Resize / elementwise ops in under a second
 for the small model, at opset 17 without version conversion, on every torch release from
@@ -37,8 +41,14 @@ from torch import Tensor, nn
 
 from rt_panoptic_ros.config import FPN_STRIDES, SIZE_DIVISIBILITY, Config
 from rt_panoptic_ros.errors import ConfigError, ExportError
-from rt_panoptic_ros.model import HeadOutputs, RTPanoNet
+from rt_panoptic_ros.model import HeadOutputs, RTPanoNet, fold_frozen_batchnorm
+from rt_panoptic_ros.runtime.calibration import (
+    calibration_batches,
+    calibration_fingerprint,
+    calibration_images,
+)
 from rt_panoptic_ros.runtime.files import atomic_write_bytes
+from rt_panoptic_ros.runtime.precision import check_precision, quantize_int8, to_fp16
 from rt_panoptic_ros.runtime.tensorrt_ops import (
     EXPORT_OPSET,
     TENSORRT_LIST_VERSION,
@@ -60,6 +70,8 @@ OUTPUT_NAMES: tuple[str, ...] = (
 META_CONFIG = "rt_panoptic_ros.config"
 META_SOURCE_SHA256 = "rt_panoptic_ros.source_sha256"
 META_FORMAT_VERSION = "rt_panoptic_ros.format_version"
+META_PRECISION = "rt_panoptic_ros.precision"
+META_CALIBRATION = "rt_panoptic_ros.calibration_sha256"
 FORMAT_VERSION = 1
 
 Progress = Callable[[str], None]
@@ -136,6 +148,7 @@ class ExportReport:
     size_bytes: int
     op_counts: dict[str, int]  # op type -> nodes, most frequent first
     input_shape: tuple[int | str, ...]
+    precision: str = "fp32"
 
     @property
     def op_count(self) -> int:
@@ -144,7 +157,7 @@ class ExportReport:
     def summary(self) -> str:
         top = ", ".join(f"{op} {k}" for op, k in list(self.op_counts.items())[:6])
         return (
-            f"wrote {self.path}: {self.size_bytes / 1e6:.1f} MB, {self.op_count} ops of "
+            f"wrote {self.path}: {self.precision}, {self.size_bytes / 1e6:.1f} MB, {self.op_count} ops of "
             f"{len(self.op_counts)} types ({top}, ...), all supported by TensorRT {TENSORRT_LIST_VERSION}'s "
             f"ONNX parser, input image {list(self.input_shape)} uint8"
         )
@@ -159,6 +172,8 @@ def export_onnx(
     dynamic: bool = False,
     source_sha256: str = "",
     progress: Progress | None = None,
+    precision: str = "fp32",
+    calibration_dir: str | Path | None = None,
 ) -> ExportReport:
     """Export ``model`` to ``output`` (atomically) and check it; see the module docstring.
 
@@ -167,57 +182,99 @@ def export_onnx(
         batch: images per call; with ``dynamic`` only the batch traced at.
         dynamic: batch, height and width become symbolic (``batch``, ``height``, ``width``).
         source_sha256: SHA-256 of the model file, recorded in the metadata (caches use it).
-        progress: called with a line of text before the slow part.
+        progress: called with a line of text before the slow parts.
+        precision: ``fp32``, ``fp16`` or ``int8`` (:mod:`~rt_panoptic_ros.runtime.precision`).
+        calibration_dir: int8 only: a folder of images like the robot's (fitted to
+            ``height`` x ``width`` as the Predictor fits frames; calibrated at ``batch``).
 
     Raises:
-        ConfigError: a bad size; ExportError: a failed check (naming what failed).
+        ConfigError: a bad size or precision; InputError: no calibration images for int8;
+        ExportError: a failed check (naming what failed).
     """
     output = Path(output)
     check_size(height, width, batch)
     if output.is_dir():  # before minutes of export, not after
         raise ExportError(f"{output}: is a directory, expected the name of the .onnx file to write")
+    calibration = _calibration_files(precision, calibration_dir, batch)
     if progress:
         shape = "dynamic N x 3 x H x W" if dynamic else f"{batch}x3x{height}x{width}"
-        progress(f"exporting {model.cfg.model.backbone} to {output} ({shape}, opset {EXPORT_OPSET}) ...")
-    proto = export_proto(model, height, width, batch, dynamic, source_sha256)
+        what = f"{shape}, {precision}, opset {EXPORT_OPSET}"
+        progress(f"exporting {model.cfg.model.backbone} to {output} ({what}) ...")
+    proto = export_proto(
+        model, height, width, batch, dynamic, source_sha256, precision, calibration, progress
+    )
     data = proto.SerializeToString()
     atomic_write_bytes(output, data)
-    return ExportReport(output, len(data), op_histogram(proto), _input_shape(proto))
+    return ExportReport(output, len(data), op_histogram(proto), _input_shape(proto), precision)
+
+
+def _calibration_files(precision: str, calibration_dir: str | Path | None, batch: int) -> list[Path]:
+    """The calibration images int8 needs (checked before the slow export), none otherwise."""
+    check_precision(precision)
+    if precision != "int8":
+        if calibration_dir is not None:
+            raise ConfigError(f"calibration_dir: only int8 is calibrated, not {precision}")
+        return []
+    if calibration_dir is None:
+        raise ConfigError("precision int8: needs calibration images (--calibration-dir DIR)")
+    return calibration_images(calibration_dir, batch)
 
 
 def export_proto(
-    model: RTPanoNet, height: int, width: int, batch: int = 1, dynamic: bool = False, source_sha256: str = ""
+    model: RTPanoNet,
+    height: int,
+    width: int,
+    batch: int = 1,
+    dynamic: bool = False,
+    source_sha256: str = "",
+    precision: str = "fp32",
+    calibration: Sequence[Path] = (),
+    progress: Progress | None = None,
 ) -> onnx.ModelProto:
-    """:func:`export_onnx` in memory: the checked ``ModelProto``, nothing written."""
+    """:func:`export_onnx` in memory: the checked ``ModelProto``, nothing written.
+
+    Args:
+        calibration: int8: the calibration image files (:func:`calibration_images`).
+    """
     check_size(height, width, batch)
+    check_precision(precision)
     device = next(model.parameters()).device
     image = torch.zeros((batch, 3, height, width), dtype=torch.uint8, device=device)
     buffer = io.BytesIO()
     dynamic_axes = _dynamic_axes() if dynamic else None
-    was_training = model.training
-    model.eval()
-    try:
-        with warnings.catch_warnings():
-            # The TorchScript exporter is deprecated in favour of torch.export (see the module
-            # docstring for why we keep it), and tracing warns about shape arithmetic that is
-            # exactly what dynamic axes need.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(
-                FlatOutputs(model), (image,), buffer, dynamo=False, opset_version=EXPORT_OPSET,
-                input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes,
-                do_constant_folding=True,
-            )  # fmt: skip
-    finally:
-        model.train(was_training)
+    # The graph computes the folded network (BatchNorm inside the convolutions): fewer ops,
+    # and int8's per-channel weight scales see the weight actually applied.
+    network = fold_frozen_batchnorm(model)  # an eval-mode copy; ``model`` is left as it is
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of torch.export (see the module
+        # docstring for why we keep it), and tracing warns about shape arithmetic that is
+        # exactly what dynamic axes need.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            FlatOutputs(network), (image,), buffer, dynamo=False, opset_version=EXPORT_OPSET,
+            input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
+        )  # fmt: skip
     proto = onnx.load_from_string(buffer.getvalue())
+    fingerprint = ""
+    if precision == "fp16":
+        proto = to_fp16(proto)
+    elif precision == "int8":
+        if not calibration:
+            raise ConfigError("precision int8: needs calibration images (--calibration-dir DIR)")
+        if progress:
+            progress(f"calibrating int8 on {len(calibration)} image(s) ...")
+        batches = calibration_batches(list(calibration), (batch, 3, height, width))
+        proto = quantize_int8(proto, batches, INPUT_NAME, progress)
+        fingerprint = calibration_fingerprint(list(calibration))
     # The file carries the config it runs with: a static export says its input size.
     cfg = (
         model.cfg
         if dynamic
         else replace(model.cfg, input=replace(model.cfg.input, height=height, width=width))
     )
-    set_metadata(proto, cfg, source_sha256)
+    set_metadata(proto, cfg, source_sha256, precision, fingerprint)
     check_onnx(proto, cfg, None if dynamic else (batch, height, width), where="export")
     return proto
 
@@ -232,12 +289,16 @@ def _dynamic_axes() -> dict[str, dict[int, str]]:
     return axes
 
 
-def set_metadata(proto: onnx.ModelProto, cfg: Config, source_sha256: str) -> None:
-    """Record the config, the source file's hash and our format version in ``proto``."""
+def set_metadata(
+    proto: onnx.ModelProto, cfg: Config, source_sha256: str, precision: str = "fp32", calibration: str = ""
+) -> None:
+    """Record the config, the source file's hash, the precision and our format version in ``proto``."""
     entries = {
         META_CONFIG: json.dumps(cfg.to_dict()),
         META_SOURCE_SHA256: source_sha256,
         META_FORMAT_VERSION: str(FORMAT_VERSION),
+        META_PRECISION: precision,
+        META_CALIBRATION: calibration,
     }
     kept = [p for p in proto.metadata_props if p.key not in entries]
     del proto.metadata_props[:]

@@ -20,10 +20,20 @@ from pathlib import Path
 from typing import Literal
 
 from rt_panoptic_ros.config import Config
+from rt_panoptic_ros.errors import ConfigError
 from rt_panoptic_ros.model import RTPanoNet, load_model
+from rt_panoptic_ros.runtime.calibration import calibration_fingerprint, calibration_images
 from rt_panoptic_ros.runtime.engine_cache import EngineFile, read_engine_file
-from rt_panoptic_ros.runtime.export import EXPORT_OPSET, META_SOURCE_SHA256, export_onnx, metadata, read_onnx
+from rt_panoptic_ros.runtime.export import (
+    EXPORT_OPSET,
+    META_CALIBRATION,
+    META_SOURCE_SHA256,
+    export_onnx,
+    metadata,
+    read_onnx,
+)
 from rt_panoptic_ros.runtime.files import cache_dir_for, file_sha256
+from rt_panoptic_ros.runtime.precision import check_precision, graph_precision
 
 log = logging.getLogger("rt_panoptic_ros.runtime")
 
@@ -94,42 +104,76 @@ class ModelSource:
 
 
 def cached_onnx(
-    source: ModelSource, shape: tuple[int, int, int] | None, cache_dir: str | Path | None = None
+    source: ModelSource,
+    shape: tuple[int, int, int] | None,
+    cache_dir: str | Path | None = None,
+    precision: str | None = None,
+    calibration_dir: str | Path | None = None,
 ) -> Path:
-    """An ONNX file of ``source``: the file itself for ``onnx`` sources, else exported once.
+    """An ONNX file of ``source`` in ``precision``: the file itself for ``onnx`` sources, else
+    exported once.
 
     Exports of a model file are cached as
-    ``<cache dir>/<stem>.<sha256[:16]>.<N>x3x<H>x<W | dynamic>.opset17.onnx``: the model's hash
-    and the shape are the key, so a changed model or a new shape exports afresh, and an
-    existing file is reused after checking that its metadata names the same model hash
-    (a corrupt or foreign file is re-exported, with a log line).
+    ``<cache dir>/<stem>.<sha256[:16]>.<N>x3x<H>x<W | dynamic>.<precision>[.<calibration[:8]>].opset17.onnx``:
+    the model's hash, the shape, the precision and (int8) the calibration images' content are
+    the key, so any change exports afresh, and an existing file is reused after checking that
+    its metadata names the same model and calibration (a corrupt or foreign file is
+    re-exported, with a log line).
 
     Args:
         shape: ``(N, H, W)`` for a static export, ``None`` for a dynamic one.
+        precision: ``None``: an ONNX file's own, ``fp32`` for a model file.
+        calibration_dir: int8 from a model file: the calibration images.
+
+    Raises:
+        ConfigError: an ONNX file asked for in another precision than its graph's, int8
+            without calibration images.
     """
     if source.kind == "onnx":
         assert source.path is not None
+        if precision is not None:
+            proto, _ = read_onnx(source.path)
+            has = graph_precision(proto)
+            if has != check_precision(precision):
+                raise ConfigError(
+                    f"precision: {precision} asked for, but {source.path} is an {has} graph (precision "
+                    f"is in the ONNX file: export one with rt-panoptic-export --precision {precision})"
+                )
         return source.path
     if source.kind != "checkpoint" or source.network is None or source.path is None:
         raise ValueError(f"cannot export ONNX from a {source.kind} source")  # callers check the kind
+    precision = check_precision(precision or "fp32")
+    fingerprint = ""
+    if precision == "int8":
+        if calibration_dir is None:
+            raise ConfigError(
+                "precision int8: needs calibration images (calibration_dir, --calibration-dir DIR)"
+            )
+        fingerprint = calibration_fingerprint(calibration_images(calibration_dir, shape[0] if shape else 1))
     tag = "dynamic" if shape is None else f"{shape[0]}x3x{shape[1]}x{shape[2]}"
+    calibrated = f".{fingerprint[:8]}" if fingerprint else ""
     path = (
         source.cache_dir(cache_dir)
-        / f"{source.path.stem}.{source.sha256[:16]}.{tag}.opset{EXPORT_OPSET}.onnx"
+        / f"{source.path.stem}.{source.sha256[:16]}.{tag}.{precision}{calibrated}.opset{EXPORT_OPSET}.onnx"
     )
     if path.exists():
         try:
             proto, _ = read_onnx(path)
-            if metadata(proto).get(META_SOURCE_SHA256) == source.sha256:
+            meta = metadata(proto)
+            if (
+                meta.get(META_SOURCE_SHA256) == source.sha256
+                and meta.get(META_CALIBRATION, "") == fingerprint
+            ):
                 log.info("using the ONNX export %s", path)
                 return path
-            log.warning("%s: exported from another model file: re-exporting", path)
+            log.warning("%s: exported from another model file or calibration: re-exporting", path)
         except Exception as error:  # any unreadable cache file is simply made again
             log.warning("%s: re-exporting", error)
     height, width = DYNAMIC_TRACE_SIZE if shape is None else shape[1:]
     report = export_onnx(
         source.network, path, height, width, batch=1 if shape is None else shape[0],
         dynamic=shape is None, source_sha256=source.sha256, progress=log.info,
+        precision=precision, calibration_dir=calibration_dir,
     )  # fmt: skip
     log.info("%s", report.summary())
     return path

@@ -66,12 +66,15 @@ class BackendOptions:
 
     Attributes:
         precision: ``fp32`` / ``fp16`` / ``int8``; ``None`` is the backend's default (torch:
-            fp16 on CUDA, fp32 on the CPU; onnxruntime: fp32; tensorrt: fp16).
+            fp16 on CUDA, fp32 on the CPU; onnxruntime and tensorrt: an ONNX file's own
+            precision, and for a model file fp32 / fp16). For onnxruntime and tensorrt the
+            precision is in the ONNX graph (:mod:`~rt_panoptic_ros.runtime.precision`).
         input_shape: the fixed ``(N, 3, H, W)`` input, if there is one. TensorRT needs it;
             torch and onnxruntime (a dynamic export) take any size without it.
         cuda_graph: torch on CUDA: replay a captured CUDA graph of the network.
         cache_dir: where ONNX exports and engines go instead of beside the model file.
-        calibration_dir: tensorrt int8: the folder of calibration images.
+        calibration_dir: int8 from a model file (tensorrt, onnxruntime): the folder of
+            calibration images it is quantised on (once; the export is cached).
     """
 
     precision: str | None = None
@@ -133,12 +136,20 @@ def create_backend(
 
 
 def _onnxruntime(source: ModelSource, device: torch.device, options: BackendOptions) -> OnnxRuntimeBackend:
-    """ONNX Runtime on the source's ONNX: the file, a cached dynamic export, or one in memory."""
+    """ONNX Runtime on the source's ONNX: the file, a cached export, or one in memory.
+
+    A model file is exported once per precision: dynamic (any input size) for fp32 and fp16;
+    int8 at the fixed input size, where it is calibrated.
+    """
     cache = None
     if source.kind == "engine":
         raise EngineError(f"backend onnxruntime: cannot run a TensorRT engine ({source.path})")
-    execution_providers(device, options.precision or "fp32")  # refuse bad options before exporting
+    execution_providers(device)  # refuse a device without a provider before exporting
     if source.kind == "memory":
+        if options.precision not in (None, "fp32"):
+            raise ConfigError(
+                f"precision: {options.precision} for onnxruntime needs a model file (.pt or exported .onnx)"
+            )
         assert source.network is not None
         # Nowhere to cache: export in memory (a second or two for the big model).
         graph: Path | bytes = export_proto(
@@ -146,7 +157,15 @@ def _onnxruntime(source: ModelSource, device: torch.device, options: BackendOpti
         ).SerializeToString()
         where = "in-memory ONNX export"
     else:
-        graph = cached_onnx(source, None, options.cache_dir)
+        shape = None
+        if options.precision == "int8" and source.kind == "checkpoint":
+            if options.input_shape is None:
+                raise ConfigError(
+                    "precision int8: calibrates at one input size: set it (input.height / input.width, "
+                    "Predictor(input_size=...), --height / --width)"
+                )
+            shape = (options.input_shape[0], *options.input_shape[2:])
+        graph = cached_onnx(source, shape, options.cache_dir, options.precision, options.calibration_dir)
         cache = source.cache_dir(options.cache_dir)
         where = str(graph)
     return OnnxRuntimeBackend(graph, source.cfg, device, options.precision, cache, where)

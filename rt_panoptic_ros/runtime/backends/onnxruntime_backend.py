@@ -1,6 +1,11 @@
 """ONNX Runtime execution of an exported graph: the CPU here, CUDA / TensorRT execution
 providers where ``onnxruntime-gpu`` is installed.
 
+Precision is the graph's (:mod:`~rt_panoptic_ros.runtime.precision`): an int8 Q/DQ file runs
+on the CPU with integer kernels (its activations re-expressed as uint8 for ORT's x86 kernels,
+:func:`~rt_panoptic_ros.runtime.precision.int8_for_cpu`), an fp16 file where its ops have
+fp16 kernels.
+
 Inputs and outputs are torch tensors bound to the session by address (I/O binding), on the
 CPU and on CUDA alike: nothing is copied between torch and ONNX Runtime, and the decoder reads
 the outputs where they are. Output buffers are fresh per call (torch's caching allocator makes
@@ -14,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 from torch import Tensor
 
@@ -22,6 +28,7 @@ from rt_panoptic_ros.errors import ConfigError, EngineError, InputError
 from rt_panoptic_ros.model import HeadOutputs
 from rt_panoptic_ros.runtime.engine_cache import check_input_shape
 from rt_panoptic_ros.runtime.export import INPUT_NAME, OUTPUT_NAMES, output_shapes, unflatten_outputs
+from rt_panoptic_ros.runtime.precision import graph_precision, int8_for_cpu
 
 log = logging.getLogger("rt_panoptic_ros.runtime")
 
@@ -30,23 +37,24 @@ class OnnxRuntimeBackend:
     """Runs an ONNX file (or serialized graph) of the network with ONNX Runtime.
 
     Args:
-        onnx: path of an exported file, or its bytes (an in-memory export).
+        onnx_graph: path of an exported file, or its bytes (an in-memory export).
         cfg: the model's config (output channel counts).
         device: ``cpu``, or a CUDA device (needs the CUDA execution provider).
-        precision: ``"fp32"``; ``"fp16"`` only with the TensorRT execution provider.
+        precision: what the graph must hold (``fp32``, ``fp16``, ``int8``); ``None``: whatever
+            it holds. Precision is never changed here: it is the graph's.
         cache_dir: where the TensorRT execution provider keeps its engines.
         where: names the graph in messages.
 
     Raises:
         EngineError: onnxruntime is not installed, has no provider for ``device``, or cannot
-            load the graph. ConfigError: a precision the providers do not offer.
+            load the graph. ConfigError: a graph of another precision than ``precision``.
     """
 
     name = "onnxruntime"
 
     def __init__(
         self,
-        onnx: Path | bytes,
+        onnx_graph: Path | bytes,
         cfg: Config,
         device: torch.device,
         precision: str | None = None,
@@ -57,8 +65,23 @@ class OnnxRuntimeBackend:
         self.device = device
         self.cfg = cfg
         self.where = where
-        self.precision = precision or "fp32"
-        providers = execution_providers(device, self.precision, cache_dir)
+        providers = execution_providers(device, cache_dir)
+        try:
+            proto = (
+                onnx.load_from_string(onnx_graph)
+                if isinstance(onnx_graph, bytes)
+                else onnx.load(str(onnx_graph))
+            )
+        except Exception as error:  # protobuf's DecodeError and onnx's own: all mean "not a graph"
+            raise EngineError(f"{where}: onnxruntime cannot load it ({type(error).__name__})") from None
+        self.precision = graph_precision(proto)
+        if precision is not None and precision != self.precision:
+            raise ConfigError(
+                f"precision: {precision} asked for, but {where} is an {self.precision} graph "
+                f"(export one with rt-panoptic-export --precision {precision})"
+            )
+        if self.precision == "int8" and device.type == "cpu":
+            proto = int8_for_cpu(proto)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # ORT's idle worker threads busy-wait after a run by default, taking the cores the
@@ -66,8 +89,7 @@ class OnnxRuntimeBackend:
         # (small / TRI preset, 512x1024; benchmarks/backends_cpu.json) with spinning on.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            source = onnx if isinstance(onnx, bytes) else str(onnx)
-            self.session = ort.InferenceSession(source, options, providers=providers)
+            self.session = ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
         except Exception as error:  # ORT raises its own exception types for a bad graph
             reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
             raise EngineError(f"{where}: onnxruntime cannot load it ({reason})") from None
@@ -111,16 +133,14 @@ def import_onnxruntime() -> Any:
     return ort
 
 
-def execution_providers(device: torch.device, precision: str, cache_dir: Path | None = None) -> list:
+def execution_providers(device: torch.device, cache_dir: Path | None = None) -> list:
     """Execution providers for ``device``, best first, among those this onnxruntime has.
 
     Raises:
-        EngineError: none for ``device``. ConfigError: ``precision`` not offered there.
+        EngineError: none for ``device``.
     """
     available = import_onnxruntime().get_available_providers()
     if device.type == "cpu":
-        if precision != "fp32":
-            raise ConfigError(f"precision: {precision!r} for onnxruntime on the CPU, expected fp32")
         return ["CPUExecutionProvider"]
     if device.type != "cuda" or "CUDAExecutionProvider" not in available:
         raise EngineError(
@@ -130,10 +150,9 @@ def execution_providers(device: torch.device, precision: str, cache_dir: Path | 
     index = device.index or 0
     providers: list = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
     if "TensorrtExecutionProvider" in available:
-        trt_options = {"device_id": index, "trt_fp16_enable": precision == "fp16"}
+        # No trt_fp16_enable / trt_int8_enable: those are weak typing; the graph's types rule.
+        trt_options: dict = {"device_id": index}
         if cache_dir is not None:
             trt_options |= {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir)}
         providers.insert(0, ("TensorrtExecutionProvider", trt_options))
-    elif precision != "fp32":
-        raise ConfigError(f"precision: {precision!r} for onnxruntime needs its TensorRT execution provider")
     return providers
