@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,6 +31,27 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 use_shipped_profile()
 #: TRI checkpoint layout, weight builder and the original implementation's outputs.
 TRI_REFERENCE = ROOT / "test" / "data" / "tri_reference"
+
+
+def _map_training_subpackage() -> None:
+    """In a source checkout that was never installed (a GPU box without the venv, run as
+    ``python -m pytest`` from the repository root), import ``rt_panoptic_ros.training`` from
+    ``training/`` as setup.py's ``package_dir`` does; an installed package is left alone."""
+    if importlib.util.find_spec("rt_panoptic_ros") is None:
+        return
+    if importlib.util.find_spec("rt_panoptic_ros.training") is not None:
+        return
+    spec = importlib.util.spec_from_file_location(
+        "rt_panoptic_ros.training", ROOT / "training" / "__init__.py",
+        submodule_search_locations=[str(ROOT / "training")],
+    )  # fmt: skip
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["rt_panoptic_ros.training"] = module
+    spec.loader.exec_module(module)
+
+
+_map_training_subpackage()
 
 
 @pytest.fixture(autouse=True)
@@ -83,9 +106,52 @@ def small_tmpfs(folder: Path, options: str) -> Iterator[Path]:
 
 
 def run_cli(name: str, *args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess[str]:
-    """Run an installed console script (the venv's ``bin/``) as a user would."""
+    """Run an installed console script (the venv's ``bin/``) as a user would.
+
+    Where it is not installed (a source checkout on a machine without the venv), its entry
+    point in setup.py is run by this Python instead, with the checkout on ``PYTHONPATH``.
+    """
     exe = Path(sys.executable).with_name(name)
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout, **kwargs)
+    if exe.exists():
+        command = [str(exe)]
+    else:
+        entry = re.search(rf'"{re.escape(name)} = ([\w.]+):(\w+)"', (ROOT / "setup.py").read_text())
+        assert entry is not None, f"{name}: not a console script of setup.py"
+        module, function = entry.groups()
+        script = f"import sys; from {module} import {function}; sys.exit({function}())"
+        command = [sys.executable, "-c", script]
+        env = dict(kwargs.pop("env", None) or os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        kwargs["env"] = env
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def random_batchnorm_stats(net, seed: int = 0):
+    """Give every FrozenBatchNorm2d of ``net`` seeded non-trivial statistics, in place; returns ``net``.
+
+    With the defaults (mean 0, var 1, weight 1, bias 0) a BN is the identity up to eps, so
+    dropping it entirely would pass; these make each one a real per-channel affine map.
+    """
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for bn in net.modules():
+            if isinstance(bn, FrozenBatchNorm2d):
+                c = bn.weight.numel()
+                bn.weight.copy_(0.5 + torch.rand(c, generator=g))
+                bn.bias.copy_(0.2 * torch.randn(c, generator=g))
+                bn.running_mean.copy_(0.2 * torch.randn(c, generator=g))
+                bn.running_var.copy_(0.5 + 1.5 * torch.rand(c, generator=g))
+    return net
+
+
+@pytest.fixture(scope="session")
+def rigged_file(tmp_path_factory) -> Path:
+    """:func:`rigged_model` saved as a model file."""
+    from rt_panoptic_ros.model import save_checkpoint
+
+    return save_checkpoint(rigged_model(), tmp_path_factory.mktemp("rigged") / "rigged.pt")
 
 
 def rigged_model(backbone: str = "resnet18"):

@@ -122,11 +122,6 @@ def test_onnxruntime_matches_torch_on_the_small_preset(small_file):
         assert_outputs_match(ort_predictor.infer(batch), torch_predictor.infer(batch))
 
 
-@pytest.fixture(scope="module")
-def rigged_file(tmp_path_factory):
-    return save_checkpoint(rigged_model(), tmp_path_factory.mktemp("rigged") / "rigged.pt")
-
-
 def test_onnxruntime_decodes_the_same_panoptic_maps(rigged_file):
     """A network that sees instances everywhere: maps and segments identical to torch's."""
     a, b = Predictor(rigged_file, backend="torch"), Predictor(rigged_file, backend="onnxruntime")

@@ -1,6 +1,6 @@
 """The TensorRT engine cache (pure Python: keys, file names, file format, reuse and rebuild),
 the TensorRT version policy and network flags (pure functions), and TensorRT itself where a
-GPU with TensorRT exists.
+GPU with TensorRT exists (test_gpu.py).
 
 Engine bytes here are whatever a builder returns: the cache never looks inside them, so the
 key and invalidation logic is exercised for real with GPU names and TensorRT versions given
@@ -13,7 +13,6 @@ import dataclasses
 import importlib.util
 import logging
 
-import numpy as np
 import pytest
 import torch
 from conftest import rigged_model, tiny_config
@@ -33,11 +32,8 @@ from rt_panoptic_ros.runtime.engine_cache import (
     read_engine_file,
     write_engine_file,
 )
-from rt_panoptic_ros.runtime.export import flatten_outputs
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
-needs_tensorrt = pytest.mark.skipif(not HAVE_TENSORRT, reason="needs an NVIDIA GPU with TensorRT")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 KEY = EngineKey(
     source_kind="pt", source_sha256="5" * 64, onnx_sha256="a" * 64, gpu="NVIDIA H100 80GB HBM3",
@@ -285,7 +281,7 @@ def test_an_engine_file_carries_its_config_and_input_size(tmp_path):
     assert engine.cfg.model == CFG.model and engine.key.input_shape == (1, 3, 512, 1024)
 
 
-@pytest.mark.skipif(HAVE_TENSORRT, reason="TensorRT is installed here: the engine tests below run instead")
+@pytest.mark.skipif(HAVE_TENSORRT, reason="TensorRT is installed here: test_gpu.py runs its engines instead")
 def test_without_tensorrt_the_backend_says_so(tmp_path, capsys):
     model = save_checkpoint(rigged_model(), tmp_path / "m.pt")
     with pytest.raises(EngineError, match="the tensorrt Python package is not installed"):
@@ -298,52 +294,3 @@ def test_without_tensorrt_the_backend_says_so(tmp_path, capsys):
         argv = [str(model), "--precision", "int8", option, str(tmp_path), "--height", "128", "--width", "256"]
         assert build_engine_main(argv) == EXIT_ERROR
         assert "the tensorrt Python package is not installed" in capsys.readouterr().err
-
-
-# --- TensorRT itself -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def rigged_file(tmp_path_factory):
-    return save_checkpoint(rigged_model(), tmp_path_factory.mktemp("trt") / "rigged.pt")
-
-
-@pytest.mark.gpu
-@needs_tensorrt
-def test_tensorrt_fp32_matches_torch_and_the_engine_is_cached(rigged_file, caplog):
-    caplog.set_level(logging.INFO, logger="rt_panoptic_ros")
-    image = np.random.default_rng(0).integers(0, 256, (128, 256, 3), dtype=np.uint8)
-    trt = Predictor(rigged_file, backend="tensorrt", precision="fp32", input_size=(128, 256))
-    ref = Predictor(rigged_file, device="cuda", precision="fp32", input_size=(128, 256))
-    batch = ref.upload([image]).images
-    got, want = flatten_outputs(trt.infer(batch)), flatten_outputs(ref.infer(batch))
-    for a, b in zip(got, want, strict=True):
-        assert a.device.type == "cuda"  # the decoder reads them on the GPU
-        assert float((a - b).abs().max() / b.abs().max()) < 1e-3
-    assert "building it" in caplog.text
-    caplog.clear()
-    again = Predictor(rigged_file, backend="tensorrt", precision="fp32", input_size=(128, 256))
-    assert "using the TensorRT engine" in caplog.text and "building" not in caplog.text
-    assert torch.equal(again(image).semantic, trt(image).semantic)
-    with pytest.raises(InputError, match=r"takes input 1x3x128x256 .* got 2x3x128x256"):
-        trt.predict_batch([image, image])
-
-
-@pytest.mark.gpu
-@needs_tensorrt
-def test_tensorrt_fp16_decodes_the_rigged_scene(rigged_file):
-    image = np.random.default_rng(1).integers(0, 256, (200, 300, 3), dtype=np.uint8)
-    result = Predictor(rigged_file, backend="tensorrt", input_size=(256, 384))(image)
-    assert result.semantic.shape == (200, 300) and len(result.segments) > 3
-
-
-@pytest.mark.gpu
-@needs_cuda
-def test_torch_cuda_fp16_and_cuda_graphs_match_fp32(rigged_file):
-    image = np.random.default_rng(2).integers(0, 256, (256, 384, 3), dtype=np.uint8)
-    fp32 = Predictor(rigged_file, device="cuda", precision="fp32")(image)
-    graph = Predictor(rigged_file, device="cuda", precision="fp32", cuda_graph=True)
-    for _ in range(2):  # the capture, then a replay
-        assert torch.equal(graph(image).semantic, fp32.semantic)
-    fp16 = Predictor(rigged_file, device="cuda")(image)
-    assert len(fp16.segments) > 3 and float((fp16.semantic == fp32.semantic).float().mean()) > 0.99

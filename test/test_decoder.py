@@ -248,13 +248,3 @@ def test_converted_tri_model_decodes_the_fixture(tri_model_file):
     assert ids <= {0} | {s.id for s in result.segments}
     classes = set(torch.unique(result.semantic).tolist())
     assert classes <= set(range(19)) | {VOID} and classes - {VOID}
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_gpu_decode_equals_cpu():
-    out = make_outputs(256, 256, two_objects())
-    cuda = type(out)(*[[t.cuda() for t in f] if isinstance(f, list) else f.cuda() for f in out])
-    a = decode(out, scene_config(), (256, 256))[0]
-    b = decode(cuda, scene_config(), (256, 256))[0].to("cpu")
-    assert torch.equal(a.semantic, b.semantic) and torch.equal(a.instance, b.instance)

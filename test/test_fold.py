@@ -1,11 +1,11 @@
-"""Folding the backbone's frozen BatchNorm into its convolutions: same outputs, fewer ops,
-the caller's network untouched, and fp16 activations that stay fp16 on CUDA."""
+"""Folding the backbone's frozen BatchNorm into its convolutions: same outputs, fewer ops, the
+caller's network untouched (that fp16 activations stay fp16 on CUDA: test_gpu.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import random_batchnorm_stats, tiny_config
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -22,26 +22,6 @@ BACKBONES = ["resnet18", "mobilenet_v3_large"]
 # relative to each output's largest magnitude, as the logits (~1) and box_reg (exp, pixels)
 # live on different scales.
 FP32_TOL = 1e-4
-# fp16 autocast vs float32: fp16 has a 10-bit mantissa (eps 9.8e-4), rounded again after every
-# convolution; ~25 layers accumulate a few 1e-3 of the output scale, so 1e-2.
-FP16_TOL = 1e-2
-
-
-def random_batchnorm_stats(net: nn.Module, seed: int = 0) -> RTPanoNet:
-    """Give every FrozenBatchNorm2d seeded non-trivial statistics, in place.
-
-    With the defaults (mean 0, var 1, weight 1, bias 0) a BN is the identity up to eps, so
-    dropping it entirely would pass; these make each one a real per-channel affine map.
-    """
-    g = torch.Generator().manual_seed(seed)
-    for bn in net.modules():
-        if isinstance(bn, FrozenBatchNorm2d):
-            c = bn.weight.numel()
-            bn.weight.copy_(0.5 + torch.rand(c, generator=g))
-            bn.bias.copy_(0.2 * torch.randn(c, generator=g))
-            bn.running_mean.copy_(0.2 * torch.randn(c, generator=g))
-            bn.running_var.copy_(0.5 + 1.5 * torch.rand(c, generator=g))
-    return net
 
 
 def model(backbone: str) -> RTPanoNet:
@@ -129,18 +109,3 @@ def test_torch_backend_runs_the_folded_copy():
     x = image()
     with torch.no_grad():
         assert_outputs_close(backend(x), net(x), FP32_TOL)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_fp16_on_cuda_keeps_the_backbone_in_fp16():
-    net = model("resnet18")
-    x = image()
-    with torch.no_grad():
-        expected = net(x)  # float32 on the CPU: no TF32 in the reference
-    backend = TorchBackend(net, torch.device("cuda"), precision="fp16")
-    dtypes = []
-    backend.model.backbone.body.layer1.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
-    out = backend(x.cuda().contiguous(memory_format=torch.channels_last))
-    # Unfolded, layer1 ends in a float32 FrozenBN (+ residual) and hands float32 on.
-    assert dtypes == [torch.float16]
-    assert_outputs_close(out, expected, FP16_TOL)

@@ -347,6 +347,10 @@ def test_compressed_input_namespace_and_remapping(context, model_file, tmp_path)
         ({"backend": "cuda"}, "backend: 'cuda' is not one of"),
         ({"model": "/nonexistent/model.pt"}, "/nonexistent/model.pt: no such file"),
         ({"input_height": 256}, "input_height/input_width: set both or neither"),
+        (
+            {"backend": "onnxruntime", "precision": "int8", "input_height": 128, "input_width": 256},
+            "precision int8: needs calibration images",
+        ),
     ],
 )
 def test_bad_startup_parameters_exit_with_one_line(parameters, message, model_file, tmp_path):

@@ -243,3 +243,11 @@ def test_a_broken_calibration_image_is_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no calibration images"):
         calibration_images(tmp_path / "empty")
+
+
+def test_infer_cli_runs_an_int8_file_on_onnxruntime(int8_file, scenes, tmp_path):
+    out = tmp_path / "predictions"
+    result = run_cli("rt-panoptic-infer", str(scenes / "check" / "images"), "--model", str(int8_file),
+                     "--backend", "onnxruntime", "--output", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert len(list((out / "panoptic").glob("*.png"))) == 2 and (out / "panoptic.json").is_file()

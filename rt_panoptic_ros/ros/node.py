@@ -119,7 +119,11 @@ class PanopticNode(Node):
             ),
         )
         try:
-            self.predictor = Predictor(source, device=startup["device"], backend=startup["backend"], cfg=cfg)
+            self.predictor = Predictor(
+                source, device=startup["device"], backend=startup["backend"], cfg=cfg,
+                precision=None if startup["precision"] == "auto" else startup["precision"],
+                calibration_dir=startup["calibration_dir"] or None,
+            )  # fmt: skip
         except (RTPanopticError, RuntimeError) as error:
             raise StartupError(f"backend/device: {error}") from None
         self.publish_overlay: bool = runtime["publish_overlay"]
@@ -172,7 +176,7 @@ class PanopticNode(Node):
         self._worker.start()
         self.get_logger().info(
             f"ready: {model_path.name} ({cfg.model.backbone}, {cfg.dataset.num_classes} classes) on "
-            f"{self.predictor.backend.name}/{self.device}; listening on "
+            f"{self.predictor.backend.name}/{self.device} ({self.predictor.backend.precision}); listening on "
             f"{self.resolve_topic_name(self.input_topic)} ({self.input_qos.describe()}, depth "
             f"{self.qos_depth}); outputs {self.output_qos}; {self.dds_profile}"
         )

@@ -18,6 +18,8 @@ from rt_panoptic_ros.config import SIZE_DIVISIBILITY, Config, DecoderConfig
 from rt_panoptic_ros.ros.qos import OUTPUT_RELIABILITY_SETTINGS, RELIABILITY_SETTINGS
 
 BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "tensorrt")
+#: ``auto``: the backend's default (torch: fp16 on CUDA; an ONNX or engine file: its own).
+PRECISION_CHOICES = ("auto", "fp32", "fp16", "int8")
 RELIABILITY_CHOICES = RELIABILITY_SETTINGS
 #: Largest network input side the node accepts (pixels): beyond it memory, not accuracy, grows.
 MAX_INPUT_SIDE = 8192
@@ -53,11 +55,29 @@ def node_parameters(decoder: DecoderConfig) -> list[ParamSpec]:
 
 #: Parameters read once at start-up (model loading, topics, QoS).
 STARTUP_PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("model", "", "model file (.pt); empty = the bundled model in the package share"),
+    ParamSpec(
+        "model",
+        "",
+        "model file (.pt), ONNX file of any precision (rt-panoptic-export) or TensorRT engine; "
+        "empty = the bundled model in the package share",
+    ),
     ParamSpec(
         "backend", "auto", "inference engine: auto, torch, onnxruntime or tensorrt", choices=BACKEND_CHOICES
     ),
     ParamSpec("device", "cpu", "torch device: cpu, cuda, cuda:0, ..."),
+    ParamSpec(
+        "precision",
+        "auto",
+        "fp32, fp16 or int8; auto = the backend's default (torch: fp16 on CUDA; an ONNX or engine "
+        "file: its own; tensorrt on a .pt: fp16). int8 on a .pt needs calibration_dir and an input size",
+        choices=PRECISION_CHOICES,
+    ),
+    ParamSpec(
+        "calibration_dir",
+        "",
+        "int8 on a .pt (onnxruntime, tensorrt): folder of images to calibrate on (once; the export "
+        "is cached)",
+    ),
     ParamSpec(
         "input_height",
         0,
