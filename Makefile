@@ -15,7 +15,7 @@ TORCH  := torch==2.14.1 torchvision==0.29.1
 MSGS_DIR   := test/interfaces/vision_msgs
 MSGS_STAMP := $(VENV)/.vision-msgs-built
 
-.PHONY: setup test lint bench demo clean
+.PHONY: setup test lint bench gpu-check demo clean
 
 setup: $(STAMP) $(MSGS_STAMP)
 
@@ -61,6 +61,15 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/forward_cpu.py
+
+# On the first machine with a GPU: test/test_gpu.py, then every GPU backend's latency per stage,
+# into benchmarks/gpu_*.json (about 7 minutes; what the machine lacks is recorded as skipped).
+# The script runs the tests itself (it records their counts in gpu_check_summary.json), so they
+# run once. It needs no venv and no ROS: on a GPU box without the venv,
+# `make gpu-check PYTHON_GPU=python3`.
+PYTHON_GPU ?= $(BIN)/python
+gpu-check:
+	$(PYTHON_GPU) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) build install log .pytest_cache $(DEMO_OUT)

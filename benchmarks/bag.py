@@ -34,7 +34,7 @@ from rosbags.typesys import Stores, get_typestore
 from rt_panoptic_ros.config import preset
 from rt_panoptic_ros.model import RTPanoNet, save_checkpoint
 from rt_panoptic_ros.panoptic import PanopticResult
-from rt_panoptic_ros.ros.bag_processing import BagJob
+from rt_panoptic_ros.ros.bag.processing import BagJob
 from rt_panoptic_ros.runtime import Predictor
 from rt_panoptic_ros.runtime.machine import describe_machine
 

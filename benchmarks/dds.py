@@ -6,7 +6,7 @@ usage: python benchmarks/dds.py [--height 1024 --width 2048] [--frames 20] [--ra
 One run, every configuration side by side, each a fresh pair of processes (a process reads its
 Fast DDS profile once, at start):
 
-- ``input``: a camera (``python -m rt_panoptic_ros.ros.stream camera``) publishes ``--frames``
+- ``input``: a camera (``python -m rt_panoptic_ros.ros.testing.harness camera``) publishes ``--frames``
   rgb8 frames at ``--rate`` Hz, then ``--singles`` frames each sent alone (2 s apart), to a
   reader subscribed as the panoptic node subscribes (keep last 1), for each combination of
   reliability and of the shipped profile (config/fastdds_large_images.xml) in either process.
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from rt_panoptic_ros.ros.dds_profile import shipped_profile_path, without_profile
-from rt_panoptic_ros.ros.stream import HelperProcess, helper_command
+from rt_panoptic_ros.ros.testing.harness import HelperProcess, helper_command
 from rt_panoptic_ros.runtime.machine import write_benchmark
 
 #: (name, camera reliability, reader reliability, profile in the camera's process, in the reader's)
@@ -127,7 +127,8 @@ def publish_outputs(args: argparse.Namespace) -> int:
     from vision_msgs.msg import Detection2DArray
 
     from rt_panoptic_ros.ros.image_conversion import instance_to_msg, rgb_to_msg, semantic_to_msg
-    from rt_panoptic_ros.ros.stream import OUTPUT_TOPICS, init_ros, stamp_key
+    from rt_panoptic_ros.ros.outputs import OUTPUT_TOPICS
+    from rt_panoptic_ros.ros.testing.harness import init_ros, stamp_key
 
     context, _ = init_ros(profile=args.profile)
     node = rclpy.create_node("dds_bench_outputs", context=context)

@@ -25,7 +25,7 @@ import rclpy
 
 from rt_panoptic_ros.config import preset
 from rt_panoptic_ros.model import RTPanoNet, save_checkpoint
-from rt_panoptic_ros.ros.stream import CameraStream, OutputRecorder, Spinner, start_node, stop_node
+from rt_panoptic_ros.ros.testing.harness import CameraStream, OutputRecorder, Spinner, start_node, stop_node
 from rt_panoptic_ros.runtime import Predictor
 from rt_panoptic_ros.runtime.machine import write_benchmark
 

@@ -330,7 +330,7 @@ def bag_main(argv: Sequence[str] | None = None) -> int:
 
         from tqdm import tqdm
 
-        from rt_panoptic_ros.ros.bag_processing import BagJob, format_stamp
+        from rt_panoptic_ros.ros.bag.processing import BagJob, format_stamp
         from rt_panoptic_ros.runtime.predictor import Predictor
 
         # Every check that needs no model comes first: a typo costs no model loading.

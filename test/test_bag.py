@@ -34,8 +34,8 @@ from vision_msgs.msg import Detection2DArray
 
 from rt_panoptic_ros.cli import bag_main
 from rt_panoptic_ros.model import save_checkpoint
-from rt_panoptic_ros.ros.bag_io import _REPO_VISION_MSGS, output_typestore, vision_msgs_definitions
-from rt_panoptic_ros.ros.bag_processing import output_topics
+from rt_panoptic_ros.ros.bag.processing import output_topics
+from rt_panoptic_ros.ros.bag.storage import _REPO_VISION_MSGS, output_typestore, vision_msgs_definitions
 from rt_panoptic_ros.ros.messages import detections_msg
 from rt_panoptic_ros.runtime import Predictor
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from rt_panoptic_ros.ros.bag_processing import output_topics
+from rt_panoptic_ros.ros.bag.processing import output_topics
 from rt_panoptic_ros.ros.parameters import check_value, node_parameters
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"

@@ -24,7 +24,7 @@ from rclpy.node import Node
 
 from rt_panoptic_ros.model import save_checkpoint
 from rt_panoptic_ros.ros.dds_profile import PROFILE_VARIABLES, without_profile
-from rt_panoptic_ros.ros.stream import HelperProcess, Spinner, helper_command, start_node, stop_node
+from rt_panoptic_ros.ros.testing.harness import HelperProcess, Spinner, helper_command, start_node, stop_node
 
 pytestmark = pytest.mark.slow
 

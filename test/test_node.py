@@ -22,7 +22,7 @@ from std_msgs.msg import Header
 
 from rt_panoptic_ros.model import save_checkpoint
 from rt_panoptic_ros.ros.image_conversion import image_to_rgb
-from rt_panoptic_ros.ros.stream import (
+from rt_panoptic_ros.ros.testing.harness import (
     CameraStream,
     OutputRecorder,
     Spinner,

@@ -1,10 +1,11 @@
 """The panoptic node: camera images in, panoptic segmentation out (ROS 2, rclpy).
 
-This file only wires ROS to plain, separately tested pieces: parameters (``parameters.py``),
-image conversions (``image_conversion.py``), the keep-latest slot (``frame_slot.py``),
-message builders (``messages.py``), statistics (``stats.py``), the input QoS choice
-(``qos.py``), the transport-loss estimate (``transport_stats.py``), the Fast DDS profile
-(``dds_profile.py``) and the :class:`~rt_panoptic_ros.runtime.Predictor`.
+This file only wires ROS to plain, separately tested pieces: the frame pipeline
+(``pipeline.py``: keep-latest slot, convert / infer / publish stages on their own threads),
+the output contract (``outputs.py``: topics, depth, result -> messages), parameters
+(``parameters.py``), image conversions (``image_conversion.py``), statistics (``stats.py``),
+the input QoS choice (``qos.py``), the transport-loss estimate (``transport_stats.py``), the
+Fast DDS profile (``dds_profile.py``) and the :class:`~rt_panoptic_ros.runtime.Predictor`.
 
 Topics (relative, so namespaces and remapping work):
 
@@ -14,8 +15,9 @@ Topics (relative, so namespaces and remapping work):
   ``panoptic/detections`` (``vision_msgs/Detection2DArray``), ``panoptic/overlay`` (rgb8),
   and ``/diagnostics`` at 1 Hz.
 
-Every output carries the input's header and size. Inference runs on its own thread behind a
-keep-latest slot; outputs nobody subscribes to are not computed. The input's reliability
+Every output carries the input's header and size. Conversion, inference and publishing run on
+their own threads behind a keep-latest slot and overlap across frames; outputs nobody
+subscribes to are not computed. The input's reliability
 follows the camera's (``qos_reliability:=auto``) and ``main`` gives the process the shipped
 Fast DDS profile for large images before it creates its DDS participant.
 """
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -45,7 +47,6 @@ from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
-from vision_msgs.msg import Detection2DArray
 
 from rt_panoptic_ros.config import Config
 from rt_panoptic_ros.errors import RTPanopticError
@@ -53,8 +54,8 @@ from rt_panoptic_ros.panoptic.fusion import void_label
 from rt_panoptic_ros.ros import image_conversion
 from rt_panoptic_ros.ros.bundled import bundled_model_path
 from rt_panoptic_ros.ros.dds_profile import ProfileChoice, use_shipped_profile
-from rt_panoptic_ros.ros.frame_slot import FrameSlot
-from rt_panoptic_ros.ros.messages import detections_msg, diagnostics_msg
+from rt_panoptic_ros.ros.messages import diagnostics_msg
+from rt_panoptic_ros.ros.outputs import OUTPUT_DEPTH, OUTPUT_TOPICS, output_messages, overlay_message
 from rt_panoptic_ros.ros.parameters import (
     RUNTIME_PARAMETERS,
     STARTUP_PARAMETERS,
@@ -63,22 +64,14 @@ from rt_panoptic_ros.ros.parameters import (
     check_value,
     decoder_parameters,
 )
+from rt_panoptic_ros.ros.pipeline import STAGES, FramePipeline, Job
 from rt_panoptic_ros.ros.qos import BEST_EFFORT, BEST_EFFORT_HINT, RELIABLE, InputQos, choose_input_qos
-from rt_panoptic_ros.ros.stats import LatencyWindow, RateWindow
+from rt_panoptic_ros.ros.stats import RateWindow
 from rt_panoptic_ros.ros.transport_stats import TransportLoss
 from rt_panoptic_ros.runtime import Predictor
 from rt_panoptic_ros.runtime.sources import ModelSource
-from rt_panoptic_ros.visualization import draw_overlay
 
 NODE_NAME = "panoptic_node"
-#: Output history (keep last). benchmarks/dds.json, the node's four outputs of a 1024×2048 frame
-#: (12.3 MB) to a subscriber with rclpy's defaults: with the shipped Fast DDS profile in the
-#: node's process, depth 1 and 5 both delivered 20 of 20 at 2 and 10 Hz; without it (profile
-#: turned off, or a user's profile) depth 1 delivered 9 of 20 at 2 Hz and 4 of 20 at 10 Hz,
-#: because a reliable writer drops a sample from its history before the reader's repairs are
-#: done, while depth 5 delivered 20 of 20 at both rates. The cost is memory (up to five samples
-#: per topic kept for repairs), not latency.
-OUTPUT_DEPTH = 5
 #: Seconds between two looks at the input's publishers (``qos_reliability:=auto``): a camera
 #: that appears or changes its QoS is followed within this time; the look itself reads the
 #: local graph cache (microseconds).
@@ -141,24 +134,25 @@ class PanopticNode(Node):
             if startup["output_reliability"] == RELIABLE
             else ReliabilityPolicy.BEST_EFFORT,
         )
-        self.semantic_pub = self.create_publisher(Image, "panoptic/semantic", outputs)
-        self.instance_pub = self.create_publisher(Image, "panoptic/instance", outputs)
-        self.detections_pub = self.create_publisher(Detection2DArray, "panoptic/detections", outputs)
-        self.overlay_pub = self.create_publisher(Image, "panoptic/overlay", outputs)
+        self.publishers_by_output = {
+            name: self.create_publisher(kind, topic, outputs) for name, (topic, kind) in OUTPUT_TOPICS.items()
+        }
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
-        self.slot = FrameSlot()
-        self.input_rate, self.output_rate = RateWindow(), RateWindow()
-        self.latency = LatencyWindow()
+        self.input_rate = RateWindow()
         self.rejected = 0
         self.frames_in = 0
-        self.frames_out = 0
         self.transport = TransportLoss()
         self.dds_lost = 0
         self._last_warning: dict[str, float] = {}
+        self._stopping = False
         self._warmup()
 
         self.compressed: bool = startup["compressed"]
+        self.pipeline = FramePipeline(
+            self.predictor, cfg, self._convert, self._wanted, self._publish, self._on_frame_error,
+            stopping=lambda: self._stopping or not self.context.ok(),
+        )  # fmt: skip
         self.input_topic = "image/compressed" if self.compressed else "image"
         self.input_type = CompressedImage if self.compressed else Image
         self.qos_setting: str = startup["qos_reliability"]
@@ -172,8 +166,6 @@ class PanopticNode(Node):
         self.create_timer(INPUT_QOS_CHECK_S, self._update_input_qos)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_timer(1.0, self._publish_diagnostics)
-        self._worker = threading.Thread(target=self._run, name="panoptic-inference", daemon=True)
-        self._worker.start()
         self.get_logger().info(
             f"ready: {model_path.name} ({cfg.model.backbone}, {cfg.dataset.num_classes} classes) on "
             f"{self.predictor.backend.name}/{self.device} ({self.predictor.backend.precision}); listening on "
@@ -263,7 +255,7 @@ class PanopticNode(Node):
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         """Run-time changes: decoder thresholds and overlay settings, checked before applied."""
-        specs = {s.name: s for s in (*RUNTIME_PARAMETERS, *decoder_parameters(self.predictor.cfg.decoder))}
+        specs = {s.name: s for s in (*RUNTIME_PARAMETERS, *decoder_parameters(self.pipeline.cfg.decoder))}
         values = {}
         for parameter in parameters:
             spec = specs.get(parameter.name)
@@ -273,8 +265,8 @@ class PanopticNode(Node):
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
             values[parameter.name] = parameter.value
-        # One new config object, swapped in whole: the inference thread never sees a mix.
-        self.predictor.cfg = apply_decoder_values(self.predictor.cfg, values)
+        # One new config object, swapped in whole: a frame never sees a mix.
+        self.pipeline.set_config(apply_decoder_values(self.pipeline.cfg, values))
         self.publish_overlay = values.get("publish_overlay", self.publish_overlay)
         self.overlay_alpha = float(values.get("overlay_alpha", self.overlay_alpha))
         if values:
@@ -293,61 +285,47 @@ class PanopticNode(Node):
         self.frames_in += 1
         self.input_rate.tick()
         self.transport.add(frame[1], frame[0])
-        self.slot.put(message)
+        self.pipeline.put(message)
 
     def _on_message_lost(self, event: Any) -> None:
         self.dds_lost += event.total_count_change
 
-    def _run(self) -> None:
-        """Inference thread: take the newest frame, segment it, publish what is listened to."""
-        while True:
-            frame = self.slot.take()
-            if frame is None:
-                return
-            try:
-                self._process(frame.message, frame.received)
-            except RTPanopticError as error:
-                self.rejected += 1
-                self._warn(type(error).__name__, f"frame rejected: {error}")
-            except Exception as error:  # keep serving: one bad frame must not stop the robot
-                self.rejected += 1
-                self._warn(
-                    type(error).__name__, f"frame failed: {type(error).__name__}: {_first_line(error)}"
-                )
+    def _wanted(self) -> list[str]:
+        """The outputs someone subscribes to now (the overlay only if it is switched on)."""
+        return [
+            name
+            for name, publisher in self.publishers_by_output.items()
+            if publisher.get_subscription_count() > 0 and (name != "overlay" or self.publish_overlay)
+        ]
 
-    def _process(self, message: Image | CompressedImage, received: float) -> None:
-        publishers = (self.semantic_pub, self.instance_pub, self.detections_pub, self.overlay_pub)
-        wanted = [p.get_subscription_count() > 0 for p in publishers]
-        want_semantic, want_instance, want_detections, want_overlay = wanted
-        want_overlay = want_overlay and self.publish_overlay
-        if not (want_semantic or want_instance or want_detections or want_overlay):
-            return  # nobody listens: no inference at all
+    def _convert(self, message: Image | CompressedImage) -> np.ndarray:
         if self.compressed:
-            rgb = image_conversion.compressed_to_rgb(message)
-        else:
-            rgb = image_conversion.image_to_rgb(message)
-        result = self.predictor(rgb)
-        header: Header = message.header
-        semantic, instance = result.semantic.numpy(), result.instance.numpy()
-        if want_semantic:
-            self.semantic_pub.publish(image_conversion.semantic_to_msg(semantic, header))
-        if want_instance:
-            self.instance_pub.publish(image_conversion.instance_to_msg(instance, header))
-        if want_detections:
-            self.detections_pub.publish(detections_msg(header, result.segments))
-        if want_overlay:
-            overlay = draw_overlay(
-                rgb,
-                semantic,
-                instance,
-                result.segments,
-                self.predictor.cfg.dataset.class_names,
-                self.overlay_alpha,
+            return image_conversion.compressed_to_rgb(message)
+        return image_conversion.image_to_rgb(message)
+
+    def _publish(self, job: Job) -> None:
+        """Build the frame's messages (the overlay timed on its own) and publish them."""
+        header: Header = job.message.header
+        class_names = job.cfg.dataset.class_names
+        messages = output_messages(header, job.rgb, job.result, job.wanted - {"overlay"}, class_names, 0.0)
+        if "overlay" in job.wanted:
+            started = time.perf_counter()
+            messages["overlay"] = overlay_message(
+                header, job.rgb, job.result, class_names, self.overlay_alpha
             )
-            self.overlay_pub.publish(image_conversion.rgb_to_msg(overlay, header))
-        self.frames_out += 1
-        self.output_rate.tick()
-        self.latency.add((time.monotonic() - received) * 1000)
+            job.times["overlay"] = (time.perf_counter() - started) * 1000
+        for name, message in messages.items():
+            self.publishers_by_output[name].publish(message)
+
+    def _on_frame_error(self, stage: str, error: BaseException) -> None:
+        """A frame failed in ``stage``: counted, warned about (throttled); the node keeps serving."""
+        self.rejected += 1
+        if isinstance(error, RTPanopticError):
+            self._warn(type(error).__name__, f"frame rejected: {error}")
+        else:
+            self._warn(
+                type(error).__name__, f"frame failed in {stage}: {type(error).__name__}: {_first_line(error)}"
+            )
 
     def _warmup(self) -> None:
         """One inference before "ready", so the first real frame does not pay for lazy set-up."""
@@ -358,7 +336,8 @@ class PanopticNode(Node):
     # --- reporting --------------------------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
-        rejected, dropped, lost = self.rejected, self.slot.dropped, self.transport.lost
+        pipeline = self.pipeline
+        rejected, dropped, lost = self.rejected, pipeline.dropped, self.transport.lost
         problems = []
         if rejected:
             problems.append(f"{rejected} frame(s) rejected since start")
@@ -374,11 +353,12 @@ class PanopticNode(Node):
         message = "; ".join(problems) or "running"
         values = {
             "input_rate_hz": self.input_rate.rate(),
-            "output_rate_hz": self.output_rate.rate(),
-            "latency_p50_ms": self.latency.percentile(50),
-            "latency_p90_ms": self.latency.percentile(90),
+            "output_rate_hz": pipeline.output_rate.rate(),
+            "latency_p50_ms": pipeline.latency.percentile(50),
+            "latency_p90_ms": pipeline.latency.percentile(90),
+            **{f"{stage}_p50_ms": pipeline.stage_times[stage].percentile(50) for stage in STAGES},
             "frames_in": self.frames_in,
-            "frames_out": self.frames_out,
+            "frames_out": pipeline.frames_out,
             "dropped": dropped,
             "rejected": rejected,
             "lost_in_transport": lost,
@@ -404,9 +384,9 @@ class PanopticNode(Node):
             self.get_logger().warning(f"{text} ({self.rejected} rejected so far)")
 
     def shutdown(self) -> None:
-        """Stop the inference thread (the current frame finishes)."""
-        self.slot.close()
-        self._worker.join(timeout=10.0)
+        """Stop the pipeline's threads (their current step finishes, nothing more is published)."""
+        self._stopping = True
+        self.pipeline.close()
 
 
 def _with_input_size(cfg: Config, height: int, width: int) -> Config:
@@ -446,7 +426,11 @@ def main(args: list[str] | None = None) -> int:
     (``dds_profile.py``).
     """
     profile = use_shipped_profile()
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except RCLError as error:  # rcl's own argument parsing: a bad --params-file, "-p name"
+        print(f"[{NODE_NAME}] error: ROS arguments: {_first_line(error)}", file=sys.stderr)
+        return 1
     node = None
     try:
         node = PanopticNode(dds_profile=profile)

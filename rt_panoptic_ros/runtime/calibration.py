@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from rt_panoptic_ros.errors import InputError
-from rt_panoptic_ros.image_io import read_rgb
 from rt_panoptic_ros.runtime.preprocess import fit, pad_batch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
@@ -58,6 +57,8 @@ def calibration_batches(files: list[Path], shape: tuple[int, int, int, int]) -> 
     Raises:
         ImageFileError: a file that is not a readable image (named).
     """
+    from rt_panoptic_ros.image_io import read_rgb  # OpenCV: only where images are read
+
     n, _, height, width = shape
     order = files + files[: (-len(files)) % n]
     for start in range(0, len(order), n):

@@ -138,13 +138,17 @@ class Predictor:
         """Stage 2: the backend runs the network; outputs on the device."""
         return self.backend(images)
 
-    def decode(self, outputs: HeadOutputs, batch: Batch) -> list[PanopticResult]:
+    def decode(self, outputs: HeadOutputs, batch: Batch, cfg: Config | None = None) -> list[PanopticResult]:
         """Stage 3: the panoptic decoder, on the device; maps decided at each image's own size.
 
         Mask probabilities and semantic logits are read bilinearly through the resize, so a
         resized image loses nothing to it but the network's own resolution.
+
+        Args:
+            cfg: decoder thresholds for this call instead of :attr:`cfg` (a pipeline swaps its
+                config whole and hands each frame the one it started with).
         """
-        return decode(outputs, self.cfg, batch.content_sizes, batch.original_sizes)
+        return decode(outputs, cfg or self.cfg, batch.content_sizes, batch.original_sizes)
 
     @staticmethod
     def download(results: list[PanopticResult]) -> list[PanopticResult]:

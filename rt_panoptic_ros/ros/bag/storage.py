@@ -53,7 +53,7 @@ _INFINITE = QosTime(sec=9223372036, nsec=854775807)
 #: The ROS distribution whose built-in message definitions the bags are written with.
 TYPESTORE = Stores.ROS2_KILTED
 #: Where the source tree keeps the upstream vision_msgs definitions (test/interfaces).
-_REPO_VISION_MSGS = Path(__file__).resolve().parents[2] / "test" / "interfaces" / "vision_msgs" / "msg"
+_REPO_VISION_MSGS = Path(__file__).resolve().parents[3] / "test" / "interfaces" / "vision_msgs" / "msg"
 
 
 class BagError(RTPanopticError):

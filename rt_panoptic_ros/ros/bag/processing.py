@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from rclpy.serialization import deserialize_message, serialize_message
@@ -35,7 +34,7 @@ from std_msgs.msg import Header
 
 from rt_panoptic_ros.errors import ImageError, RTPanopticError
 from rt_panoptic_ros.panoptic import PanopticResult
-from rt_panoptic_ros.ros.bag_io import (
+from rt_panoptic_ros.ros.bag.storage import (
     BagError,
     InputBag,
     OutputBag,
@@ -46,15 +45,9 @@ from rt_panoptic_ros.ros.bag_io import (
 from rt_panoptic_ros.ros.image_conversion import (
     compressed_to_rgb,
     image_to_rgb,
-    instance_to_msg,
-    rgb_to_msg,
-    semantic_to_msg,
 )
-from rt_panoptic_ros.ros.messages import detections_msg
-from rt_panoptic_ros.ros.node import OUTPUT_DEPTH
-from rt_panoptic_ros.ros.stream import OUTPUT_TOPICS
+from rt_panoptic_ros.ros.outputs import OUTPUT_DEPTH, OUTPUT_TOPICS, output_messages
 from rt_panoptic_ros.runtime import Predictor
-from rt_panoptic_ros.visualization import draw_overlay
 
 #: Frames waiting between two threads. Two keep the model busy while the next frame is
 #: decoded and the last one written; more would only hold more decoded images in memory.
@@ -133,34 +126,6 @@ def output_topics(image_topic: str, compressed: bool, overlay: bool) -> dict[str
         for name, (relative, _) in OUTPUT_TOPICS.items()
         if overlay or name != "overlay"
     }
-
-
-def output_messages(
-    header: Header,
-    rgb: np.ndarray,
-    result: PanopticResult,
-    names: tuple[str, ...] | list[str],
-    class_names: tuple[str, ...] | list[str],
-    overlay_alpha: float,
-) -> dict[str, Any]:
-    """The node's output messages for one segmented frame, for the outputs in ``names``.
-
-    The same builders as the node's (:mod:`~rt_panoptic_ros.ros.image_conversion`,
-    :func:`~rt_panoptic_ros.ros.messages.detections_msg`, :func:`draw_overlay`), so a
-    bag holds exactly what the node would have published; every message carries ``header``.
-    """
-    semantic, instance = result.semantic.numpy(), result.instance.numpy()
-    messages: dict[str, Any] = {}
-    if "semantic" in names:
-        messages["semantic"] = semantic_to_msg(semantic, header)
-    if "instance" in names:
-        messages["instance"] = instance_to_msg(instance, header)
-    if "detections" in names:
-        messages["detections"] = detections_msg(header, result.segments)
-    if "overlay" in names:
-        picture = draw_overlay(rgb, semantic, instance, result.segments, class_names, overlay_alpha)
-        messages["overlay"] = rgb_to_msg(picture, header)
-    return messages
 
 
 def time_range(bag_start: int, start_s: float, duration_s: float | None) -> tuple[int | None, int | None]:

@@ -2,7 +2,7 @@
 
 Used by the demo, the node benchmark and the tests, so all three exercise the node exactly
 as a robot would: from another process, over DDS. Also starts the node itself as a process,
-and, as ``python -m rt_panoptic_ros.ros.stream camera|listen``, runs a camera or a listener in
+and, as ``python -m rt_panoptic_ros.ros.testing.harness camera|listen``, runs a camera or a listener in
 a process of its own, so that each can have its own Fast DDS settings (a process reads its
 profile once, at start; ``benchmarks/dds.py`` and ``test/test_dds.py``).
 """
@@ -30,17 +30,10 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
-from vision_msgs.msg import Detection2DArray
 
 from rt_panoptic_ros.ros.dds_profile import ProfileChoice, use_shipped_profile
 from rt_panoptic_ros.ros.image_conversion import rgb_to_msg
-
-OUTPUT_TOPICS = {
-    "semantic": ("panoptic/semantic", Image),
-    "instance": ("panoptic/instance", Image),
-    "detections": ("panoptic/detections", Detection2DArray),
-    "overlay": ("panoptic/overlay", Image),
-}
+from rt_panoptic_ros.ros.outputs import OUTPUT_TOPICS
 
 
 def stamp_key(header: Header) -> int:
@@ -247,12 +240,12 @@ def _ros_value(value: Any) -> str:
     return str(value)
 
 
-# --- helper processes: python -m rt_panoptic_ros.ros.stream camera|listen ----------------------
+# --- helper processes: python -m rt_panoptic_ros.ros.testing.harness camera|listen ----------------------
 
 
 def helper_command(*args: str) -> list[str]:
     """Command line of a camera or listener process (this module run by this Python)."""
-    return [sys.executable, "-m", "rt_panoptic_ros.ros.stream", *args]
+    return [sys.executable, "-m", "rt_panoptic_ros.ros.testing.harness", *args]
 
 
 class HelperProcess:
@@ -395,7 +388,7 @@ def run_listener(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m rt_panoptic_ros.ros.stream",
+        prog="python -m rt_panoptic_ros.ros.testing.harness",
         description="A camera or a listener in a process of its own (JSON lines on stdout).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

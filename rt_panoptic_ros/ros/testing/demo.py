@@ -27,7 +27,7 @@ from rt_panoptic_ros.infer import list_images
 from rt_panoptic_ros.model import RTPanoNet, save_checkpoint
 from rt_panoptic_ros.ros.bundled import bundled_model_path
 from rt_panoptic_ros.ros.image_conversion import image_to_rgb
-from rt_panoptic_ros.ros.stream import CameraStream, OutputRecorder, Spinner, start_node, stop_node
+from rt_panoptic_ros.ros.testing.harness import CameraStream, OutputRecorder, Spinner, start_node, stop_node
 
 NAMESPACE = "/demo_camera"
 
