@@ -1,18 +1,26 @@
-"""Node overhead on the CPU: end-to-end latency through the ROS node minus the Predictor's own.
+"""The node against its own Predictor: complete-frame rate, lock-step latency and stage times.
 
-usage: python benchmarks/node.py [--preset small_cityscapes] [--height 512 --width 1024]
-           [--frames 10] [--output benchmarks/node.json]
+usage: python benchmarks/node.py [--model models/small_synthetic.pt] [--height 1024 --width 2048]
+           [--frames 6] [--seconds 20] [--lockstep 10] [--output benchmarks/node.json]
 
-One run, side by side: the Predictor's latency on the frames in this process, then the same
-frames sent one at a time (each after the previous one's outputs arrived, so none is
-dropped) to ``panoptic_node`` in its own process over DDS, timed from publish to the arrival
-of the last of its four outputs. Overhead = the difference of the medians.
+One run, side by side, on the same synthetic street scenes (``--frames`` of them, cycled):
+
+1. the Predictor in this process, frame after frame: its own rate (frames / s) and latency;
+2. ``panoptic_node`` in its own process over DDS, all four outputs subscribed, the camera
+   sending faster than the node can answer (1.5x the Predictor's rate) for ``--seconds``: the
+   rate of *complete* frames (all four outputs arrived) over the steady part, as a ratio of
+   the Predictor's rate;
+3. the same node fed lock-step (each frame after the previous one's four outputs arrived):
+   median latency publish -> last output, minus the Predictor's median;
+4. the node's own per-stage times (``/diagnostics``: convert, upload, infer, decode, overlay,
+   publish; p50 ms), from which a GPU's rate can be estimated until it can be measured.
+
+Both processes get the shipped Fast DDS profile (large images in milliseconds).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -20,67 +28,103 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 
-from rt_panoptic_ros.config import preset
-from rt_panoptic_ros.model import RTPanoNet, save_checkpoint
+from rt_panoptic_ros.image_io import read_rgb
+from rt_panoptic_ros.ros.dds_profile import use_shipped_profile
+from rt_panoptic_ros.ros.outputs import OUTPUT_TOPICS
 from rt_panoptic_ros.ros.testing.harness import CameraStream, OutputRecorder, Spinner, start_node, stop_node
 from rt_panoptic_ros.runtime import Predictor
 from rt_panoptic_ros.runtime.machine import write_benchmark
+from rt_panoptic_ros.training.data.synthetic import write_dataset
 
+ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "/node_bench"
+NAMES = tuple(OUTPUT_TOPICS)
 
 
-def median_ms(values: list[float]) -> float:
-    return round(statistics.median(values) * 1000, 1)
+def predictor_figures(model: str, frames: list, count: int) -> dict:
+    predictor = Predictor(model, backend="torch")
+    predictor(frames[0])  # warm-up
+    times = []
+    start = time.perf_counter()
+    for k in range(count):
+        begin = time.perf_counter()
+        predictor(frames[k % len(frames)])
+        times.append(time.perf_counter() - begin)
+    return {"fps": count / (time.perf_counter() - start), "median_ms": statistics.median(times) * 1000}
+
+
+def complete(recorder: OutputRecorder, key: int) -> bool:
+    arrival = recorder.received.arrival
+    return all(key in arrival[n] for n in NAMES)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="small_cityscapes")
-    parser.add_argument("--height", type=int, default=512)
-    parser.add_argument("--width", type=int, default=1024)
-    parser.add_argument("--frames", type=int, default=10)
+    parser.add_argument("--model", default=str(ROOT / "models" / "small_synthetic.pt"))
+    parser.add_argument("--height", type=int, default=1024)
+    parser.add_argument("--width", type=int, default=2048)
+    parser.add_argument("--frames", type=int, default=6)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--lockstep", type=int, default=10)
     parser.add_argument("--output", default=str(Path(__file__).with_name("node.json")))
     args = parser.parse_args()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    profile = use_shipped_profile()
 
-    rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8) for _ in range(args.frames)]
     workdir = Path(tempfile.mkdtemp(prefix="node_bench_"))
-    model = save_checkpoint(RTPanoNet(preset(args.preset)).eval(), workdir / "model.pt")
+    write_dataset(workdir / "scenes", args.frames, seed=11, height=args.height, width=args.width)
+    frames = [read_rgb(p) for p in sorted((workdir / "scenes" / "images").iterdir())]
 
-    predictor = Predictor(model, backend="torch")
-    predictor(frames[0])  # warm-up
-    predictor_times = []
-    for frame in frames:
-        start = time.perf_counter()
-        predictor(frame)
-        predictor_times.append(time.perf_counter() - start)
-    del predictor
+    predictor = predictor_figures(args.model, frames, max(10, args.lockstep))
+    print(f"predictor: {predictor['fps']:.2f} FPS, median {predictor['median_ms']:.1f} ms", file=sys.stderr)
 
-    process = start_node({"model": str(model), "backend": "torch", "qos_reliability": "reliable"},
+    process = start_node({"model": args.model, "backend": "torch", "qos_reliability": "reliable"},
                          {"__ns": NAMESPACE}, log=workdir / "node.log")  # fmt: skip
     context = rclpy.Context()
     rclpy.init(context=context)
     camera = CameraStream(NAMESPACE, context=context)
     recorder = OutputRecorder(NAMESPACE, context=context)
+    diagnostics: list[DiagnosticArray] = []
+    recorder.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
     spinner = Spinner(camera, recorder)
-    names = ("semantic", "instance", "detections", "overlay")
-    node_times = []
     try:
         if not camera.wait_for_subscriber(120.0, process):
             raise SystemExit(f"panoptic_node did not start: {(workdir / 'node.log').read_text()}")
-        time.sleep(1.0)  # let the node's output publishers match the recorder
-        for k, frame in enumerate([frames[0], *frames]):  # the first one warms the path up
+        deadline = time.monotonic() + 30
+        while not recorder.connected() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for frame in frames[:2]:  # warm the path up (and let the node match the recorder)
             key = camera.send(frame)
             deadline = time.monotonic() + 60
-            arrival = recorder.received.arrival
-            while time.monotonic() < deadline and not all(key in arrival[n] for n in names):
+            while not complete(recorder, key) and time.monotonic() < deadline:
+                time.sleep(0.005)
+
+        # 2. camera faster than the node: complete frames per second over the steady part
+        period = 1.0 / (1.5 * predictor["fps"])
+        sent, start = [], time.monotonic()
+        while time.monotonic() - start < args.seconds:
+            sent.append(camera.send(frames[len(sent) % len(frames)]))
+            time.sleep(max(0.0, start + len(sent) * period - time.monotonic()))
+        time.sleep(3.0)  # the last answers arrive
+        arrival = recorder.received.arrival
+        done = sorted(max(arrival[n][k] for n in NAMES) for k in sent if complete(recorder, k))
+        steady = done[len(done) // 5 :]  # skip the first fifth: start-up
+        node_fps = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 1 else 0.0
+
+        # 3. lock-step latency
+        latencies = []
+        for k in range(args.lockstep):
+            key = camera.send(frames[k % len(frames)])
+            deadline = time.monotonic() + 60
+            while not complete(recorder, key) and time.monotonic() < deadline:
                 time.sleep(0.001)
-            if k > 0:
-                node_times.append(max(arrival[n][key] for n in names) - camera.sent[key])
+            if complete(recorder, key):
+                latencies.append(max(arrival[n][key] for n in NAMES) - camera.sent[key])
+        time.sleep(1.5)  # one more diagnostics message, covering the lock-step frames
+        stages = {kv.key: kv.value for kv in diagnostics[-1].status[0].values} if diagnostics else {}
     finally:
         spinner.stop()
         camera.destroy_node()
@@ -88,19 +132,21 @@ def main() -> None:
         rclpy.shutdown(context=context)
         stop_node(process)
 
-    predictor_ms, node_ms = median_ms(predictor_times), median_ms(node_times)
-    report = write_benchmark(
-        args.output, "panoptic_node overhead: publish -> all 4 outputs received, minus Predictor latency",
-        preset=args.preset, input=[args.height, args.width], frames=args.frames, backend="torch (CPU)",
-        transport="Fast DDS defaults, reliable, two processes on one machine",
-        predictor_median_ms=predictor_ms, node_end_to_end_median_ms=node_ms,
-        overhead_ms=round(node_ms - predictor_ms, 1),
-        overhead_fraction=round((node_ms - predictor_ms) / predictor_ms, 3),
-        node_end_to_end_ms=[round(t * 1000, 1) for t in node_times],
+    node_ms = statistics.median(latencies) * 1000 if latencies else float("nan")
+    stage_ms = {k: float(v) for k, v in stages.items() if k.endswith("_p50_ms") and not k.startswith("latency")}
+    write_benchmark(
+        args.output,
+        "panoptic_node vs its Predictor: complete-frame rate (camera faster), lock-step overhead, stage times",
+        model=Path(args.model).name, input=[args.height, args.width], frames=args.frames,
+        backend="torch (CPU)", transport=f"reliable, two processes, {profile.describe()}",
+        predictor_fps=round(predictor["fps"], 3), predictor_median_ms=round(predictor["median_ms"], 1),
+        camera_hz=round(1 / period, 2), sent=len(sent), complete_frames=len(done),
+        node_complete_fps=round(node_fps, 3), node_over_predictor_rate=round(node_fps / predictor["fps"], 3),
+        lockstep_node_median_ms=round(node_ms, 1),
+        lockstep_overhead_ms=round(node_ms - predictor["median_ms"], 1),
+        node_stage_p50_ms=stage_ms,
+        node_latency_p50_ms=float(stages.get("latency_p50_ms", "nan")),
     )  # fmt: skip
-    summary = ("predictor_median_ms", "node_end_to_end_median_ms", "overhead_ms", "overhead_fraction")
-    print(json.dumps({k: report[k] for k in summary}))
-    print(f"wrote {args.output}", file=sys.stderr)
 
 
 if __name__ == "__main__":
