@@ -1,9 +1,8 @@
-"""The plain parts behind large images over DDS, without ROS: the input QoS choice, the
-transport-loss estimate, the Fast DDS profile choice, and the shipped profile itself."""
+"""The plain parts behind large images over DDS, without ROS: the input QoS choice, the Fast DDS
+profile choice, and the shipped profile itself (the transport-loss estimate: test_transport_stats.py)."""
 
 from __future__ import annotations
 
-import random
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -21,16 +20,9 @@ from rt_panoptic_ros.ros.dds_profile import (
     without_profile,
 )
 from rt_panoptic_ros.ros.qos import choose_input_qos
-from rt_panoptic_ros.ros.transport_stats import (
-    MAX_MISSING,
-    TransportLoss,
-    estimate_period,
-    missing_frames,
-)
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "config" / PROFILE_NAME
-MS = 1_000_000  # ns
 
 # --- input QoS ---------------------------------------------------------------------------------
 
@@ -69,83 +61,6 @@ def test_explicit_settings_stay_and_warn_on_a_mismatch():
 
 def test_describe_is_one_line():
     assert choose_input_qos("auto", ["reliable"]).describe() == "reliable (auto: 1 publisher, all reliable)"
-
-
-# --- frames lost in transport ------------------------------------------------------------------
-
-
-def stamps(period_ms: float, count: int, missing=(), start: int = 1_000 * MS, jitter_ms: float = 0.0):
-    rng = random.Random(0)
-    return [
-        start + int(k * period_ms * MS + rng.uniform(-jitter_ms, jitter_ms) * MS)
-        for k in range(count)
-        if k not in missing
-    ]
-
-
-def feed(loss: TransportLoss, values, source: str = "camera") -> int:
-    return sum(loss.add(v, source) for v in values)
-
-
-def test_period_and_missing_frames():
-    assert estimate_period([]) == 0
-    assert estimate_period([100, 100, 200, 300, 100]) == 100  # gaps only lengthen intervals
-    assert estimate_period([90, 110, 95, 105, 100, 300]) == 100  # jitter: the median of the short ones
-    assert missing_frames(100, 100) == 0
-    assert missing_frames(140, 100) == 0  # jitter
-    assert missing_frames(160, 100) == 1
-    assert missing_frames(300, 100) == 2
-    assert missing_frames(300, 0) == 0  # period unknown
-    assert missing_frames((MAX_MISSING + 2) * 100, 100) == 0  # a pause, not loss
-
-
-def test_a_steady_camera_loses_nothing_even_with_jitter():
-    loss = TransportLoss()
-    assert feed(loss, stamps(33.3, 300, jitter_ms=6.0)) == 0  # ±6 ms on each stamp at 30 Hz
-    assert loss.lost == 0 and loss.received == 300
-    assert loss.period_ms() == pytest.approx(33.3, abs=2.0)
-
-
-def test_gaps_are_counted_as_missing_frames():
-    loss = TransportLoss()
-    missing = {10, 11, 40, 70, 71, 72}
-    assert feed(loss, stamps(50.0, 100, missing)) == 6
-    assert loss.lost == 6 and loss.received == 94
-    assert loss.ratio() == pytest.approx(0.06)
-    assert loss.period_ms() == pytest.approx(50.0)
-
-
-def test_gaps_before_the_period_is_known_are_counted_once_it_is():
-    loss = TransportLoss()
-    assert feed(loss, stamps(100.0, 3, missing={1})) == 0  # one interval: period unknown
-    assert feed(loss, stamps(100.0, 6, start=1_300 * MS)) == 1
-    assert loss.lost == 1
-
-
-def test_heavy_loss_is_still_estimated():
-    """Half of the frames lost at random: a quarter of the intervals still show the period."""
-    rng = random.Random(1)
-    missing = {k for k in range(400) if rng.random() < 0.5}
-    loss = TransportLoss()
-    feed(loss, stamps(33.3, 400, missing))
-    first, last = min(set(range(400)) - missing), max(set(range(400)) - missing)
-    truth = len([k for k in missing if first < k < last])
-    assert loss.lost == truth
-
-
-def test_pauses_restarts_duplicates_and_other_cameras_are_not_loss():
-    loss = TransportLoss()
-    feed(loss, stamps(100.0, 10))
-    feed(loss, stamps(100.0, 10, start=1_000 * MS + 60_000 * MS))  # a one-minute pause
-    feed(loss, stamps(100.0, 10, start=500 * MS))  # time went back: a bag loops
-    feed(loss, [1_500 * MS, 1_500 * MS])  # the next frame, twice (two subscriptions for a moment)
-    assert loss.lost == 0
-    # two cameras on one topic, interleaved: each has its own sequence
-    two = TransportLoss()
-    for a, b in zip(stamps(100.0, 30), stamps(100.0, 30, start=1_030 * MS), strict=True):
-        two.add(a, "left")
-        two.add(b, "right")
-    assert two.lost == 0
 
 
 # --- the Fast DDS profile ----------------------------------------------------------------------
