@@ -8,6 +8,7 @@ back; the padding bytes are filled with junk, so reading them would show.
 from __future__ import annotations
 
 import ast
+import zlib
 from pathlib import Path
 
 import cv2
@@ -22,7 +23,9 @@ from rt_panoptic_ros.errors import ImageError, InputError
 from rt_panoptic_ros.ros import image_conversion as ic
 from rt_panoptic_ros.ros.image_conversion import (
     SUPPORTED_ENCODINGS,
+    check_pixels,
     compressed_to_rgb,
+    decoded_size,
     image_to_rgb,
     instance_to_msg,
     rgb_to_msg,
@@ -449,3 +452,111 @@ def test_module_imports_no_torch():
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     allowed = {"__future__", "cv2", "numpy", "sensor_msgs.msg", "std_msgs.msg", "rt_panoptic_ros.errors"}
     assert imported <= allowed, imported - allowed
+
+
+# --- sizes before decoding -----------------------------------------------------------------
+
+HEADER_SIZES = [(1, 1), (6, 10), (47, 33), (480, 640), (1080, 1920)]
+
+
+@pytest.mark.parametrize("height, width", HEADER_SIZES)
+@pytest.mark.parametrize(
+    "ext, params",
+    [
+        (".png", ()),
+        (".jpg", ()),
+        (".jpg", (cv2.IMWRITE_JPEG_PROGRESSIVE, 1)),  # SOF2
+        (".jpg", (cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444)),
+    ],
+)
+@pytest.mark.parametrize("grey", [False, True])
+def test_decoded_size_reads_the_header(height, width, ext, params, grey):
+    image = np.zeros((height, width) if grey else (height, width, 3), np.uint8)
+    msg = compressed(encoded(ext, image, *params), ext[1:])
+    assert decoded_size(msg) == (height, width)
+    check_pixels(msg, height * width)  # at the limit: accepted
+
+
+def test_decoded_size_of_a_16_bit_png_and_a_raw_image():
+    assert decoded_size(compressed(encoded(".png", np.zeros((5, 7), np.uint16)), "png")) == (5, 7)
+    assert decoded_size(image_msg("rgb8", np.zeros((H, W * 3), np.uint8), W)) == (H, W)
+
+
+def test_progressive_jpeg_is_sof2():
+    data = encoded(".jpg", smooth_rgb(), cv2.IMWRITE_JPEG_PROGRESSIVE, 1)
+    assert b"\xff\xc2" in data and b"\xff\xc0" not in data  # what the size test above reads
+
+
+def test_decoded_size_skips_segments_before_the_frame_header():
+    """APPn (EXIF-like), COM and fill bytes before SOF0, as cameras write them."""
+    data = encoded(".jpg", smooth_rgb())
+    app1 = b"\xff\xe1" + (2 + 300).to_bytes(2, "big") + bytes(300)
+    comment = b"\xff\xfe" + (2 + 5).to_bytes(2, "big") + b"hello"
+    patched = data[:2] + app1 + comment + b"\xff\xff" + data[2:]
+    assert decoded_size(compressed(patched, "jpeg")) == (48, 64)
+    assert compressed_to_rgb(compressed(patched, "jpeg")).shape == (48, 64, 3)
+
+
+def png_declaring(height: int, width: int) -> bytes:
+    """A valid 8x8 PNG whose IHDR (and CRC) is patched to declare another size."""
+    data = bytearray(encoded(".png", np.zeros((8, 8, 3), np.uint8)))
+    assert data[12:16] == b"IHDR"
+    data[16:20] = width.to_bytes(4, "big")
+    data[20:24] = height.to_bytes(4, "big")
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # over type + IHDR data
+    return bytes(data)
+
+
+def test_check_pixels_refuses_a_tiny_png_declaring_a_huge_image():
+    data = png_declaring(5400, 16384)
+    assert len(data) < 200
+    msg = compressed(data, "png")
+    assert decoded_size(msg) == (5400, 16384)
+    with pytest.raises(ImageError) as error:
+        check_pixels(msg, 8192 * 4096)
+    assert str(error.value) == "image 16384x5400 (88.5 MP) exceeds max_input_pixels 33.6 MP"
+    # The patched header is consistent (CRC included): OpenCV reads it and finds too little data.
+    assert cv2.imdecode(np.frombuffer(png_declaring(16, 8), np.uint8), cv2.IMREAD_UNCHANGED) is None
+
+
+def test_check_pixels_refuses_raw_images_by_their_fields():
+    msg = image_msg("rgb8", np.zeros((H, W * 3), np.uint8), W)
+    check_pixels(msg, H * W)
+    check_pixels(msg, 0)  # 0 = no limit
+    with pytest.raises(ImageError, match=rf"^image {W}x{H} \(0.0 MP\) exceeds max_input_pixels"):
+        check_pixels(msg, H * W - 1)
+
+
+def test_check_pixels_zero_is_no_limit_even_for_huge_headers():
+    check_pixels(compressed(png_declaring(100_000, 100_000), "png"), 0)
+
+
+@pytest.mark.parametrize(
+    "data, fmt",
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIH", "png"),  # truncated IHDR
+        (b"\x89PNG\r\n\x1a\n" + bytes(20), "png"),  # no IHDR first
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "jpeg"),  # truncated before any frame header
+        (b"\xff\xd8\xff\xda\x00\x08" + bytes(8), "jpeg"),  # scan before the frame header
+        (b"\xff\xd8\xff\xc0\x00\x11\x08\x01", "jpeg"),  # SOF0 cut inside its size
+        (b"\xff\xd8\x12\x34garbage", "jpeg"),  # not a JPEG signature, format says jpeg
+        (b"garbage bytes", "png"),
+    ],
+)
+def test_truncated_or_garbage_headers_are_a_clear_error(data, fmt):
+    msg = compressed(data, fmt)
+    with pytest.raises(ImageError, match=rf"corrupt {fmt} image"):
+        decoded_size(msg)
+    with pytest.raises(ImageError, match=rf"corrupt {fmt} image"):
+        check_pixels(msg, 1 << 20)
+
+
+@pytest.mark.parametrize(
+    "data, fmt", [(b"GIF89a" + bytes(20), "gif"), (bytes(30), "16UC1; compressedDepth png")]
+)
+def test_unknown_formats_have_unknown_size(data, fmt):
+    msg = compressed(data, fmt)
+    assert decoded_size(msg) is None
+    check_pixels(msg, 1)  # left to the conversion, which names the format
+    with pytest.raises(ImageError, match="unsupported compressed format"):
+        compressed_to_rgb(msg)

@@ -7,12 +7,14 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import rigged_model
 
 from rt_panoptic_ros import Predictor
 from rt_panoptic_ros.errors import InputError
 from rt_panoptic_ros.model import save_checkpoint
 from rt_panoptic_ros.panoptic import VOID, decode
+from rt_panoptic_ros.runtime.preprocess import fit
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +122,31 @@ def test_bad_images_are_one_clear_error(predictor, image, message):
 def test_void_is_255(predictor):
     result = predictor(random_image(128, 128))
     assert int(result.semantic.max()) <= VOID
+
+
+def fit_reference(image: torch.Tensor, target: tuple[int, int]) -> torch.Tensor:
+    """``fit`` as it was: the whole image to float32, then ``F.interpolate`` (the definition)."""
+    h, w = image.shape[-2:]
+    scale = min(target[0] / h, target[1] / w)
+    size = (max(1, min(target[0], round(h * scale))), max(1, min(target[1], round(w * scale))))
+    if size == (h, w):
+        return image
+    resized = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)
+    return resized[0].round_().clamp_(0, 255).to(torch.uint8)
+
+
+@pytest.mark.parametrize(
+    "height, width",
+    [(1, 1), (7, 3), (100, 200), (127, 255), (128, 256), (300, 50), (480, 640), (1080, 1920), (2000, 7)],
+)
+@pytest.mark.parametrize("target", [(128, 256), (512, 1024), (384, 640)])
+def test_fit_equals_the_float_interpolation(height, width, target):
+    """Within one level everywhere (float rounding order), equal at nearly every pixel."""
+    generator = torch.Generator().manual_seed(height * 7919 + width)
+    hwc = torch.randint(0, 256, (height, width, 3), dtype=torch.uint8, generator=generator)
+    image = hwc.permute(2, 0, 1)  # [3, H, W] over HWC memory, as the Predictor passes it
+    expected, got = fit_reference(image, target), fit(image, target)
+    assert got.shape == expected.shape and got.dtype == torch.uint8
+    differ = (got.int() - expected.int()).abs()
+    assert int(differ.max()) <= 1
+    assert int((differ > 0).sum()) <= max(2, expected.numel() // 1000)

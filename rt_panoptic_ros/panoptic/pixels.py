@@ -244,14 +244,21 @@ def semantic_at_pixels(
     shapes, inverse = torch.unique(rows.length[a] * span + cols.length[b], return_inverse=True)
     for k, shape in enumerate(shapes.tolist()):
         h, w = shape // span, shape % span
-        members = (inverse == k).nonzero().squeeze(1)
-        y = rows.start[a[members]][:, None] + torch.arange(h, device=a.device)  # [n, h]
-        x = cols.start[b[members]][:, None] + torch.arange(w, device=a.device)  # [n, w]
-        found = _square_argmax(
-            logits8, (rows.low[a[members]], cols.low[b[members]]), rows8.frac[y], cols8.frac[x]
-        )
-        pixels[y[:, :, None], x[:, None, :]] = found.to(dtype)
+        # Squares a few at a time: an image far larger than the network input has squares of
+        # 10^5 pixels, and all of them at once would take gigabytes of float temporaries.
+        for members in (inverse == k).nonzero().squeeze(1).split(max(1, _CHUNK_PIXELS // (h * w))):
+            y = rows.start[a[members]][:, None] + torch.arange(h, device=a.device)  # [n, h]
+            x = cols.start[b[members]][:, None] + torch.arange(w, device=a.device)  # [n, w]
+            found = _square_argmax(
+                logits8, (rows.low[a[members]], cols.low[b[members]]), rows8.frac[y], cols8.frac[x]
+            )
+            pixels[y[:, :, None], x[:, None, :]] = found.to(dtype)
     return pixels
+
+
+#: Pixels :func:`semantic_at_pixels` evaluates per step (bounds its temporaries: ~20 MB per
+#: candidate class and float32 tensor; an image of 1024x2048 at its own input size needs one).
+_CHUNK_PIXELS = 1 << 22
 
 
 def _square_argmax(logits8: Tensor, squares: tuple[Tensor, Tensor], fy: Tensor, fx: Tensor) -> Tensor:

@@ -7,6 +7,8 @@ work with numpy and OpenCV, and copies only when the pixels must change:
   :data:`SUPPORTED_ENCODINGS`. ``rgb8`` and ``rgba8`` come back as zero-copy views of
   ``msg.data``; every other encoding is converted by one OpenCV call.
 - :func:`compressed_to_rgb`: ``sensor_msgs/CompressedImage`` (JPEG, PNG) -> the same.
+- :func:`decoded_size`, :func:`check_pixels`: an image's size from its fields or its JPEG/PNG
+  header, and a pixel limit enforced before anything is decoded.
 - :func:`semantic_to_msg`, :func:`instance_to_msg`, :func:`rgb_to_msg`: result arrays ->
   ``mono8``/``mono16``/``rgb8`` images that keep the input's header and size.
 
@@ -185,6 +187,20 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
             f"unsupported compressed format {fmt!r}: a depth image "
             f"(supported: {', '.join(SUPPORTED_COMPRESSED)})"
         )
+    kind, size = _compressed_size(data, fmt)
+    height, width = size
+    # Checked before decoding, so that a small file cannot make OpenCV allocate gigabytes.
+    _check_size(height, width, kind)
+    if height * width * 3 > MAX_BYTES:
+        raise ImageError(f"{kind} image of {width}x{height} exceeds the limit of {MAX_BYTES} decoded bytes")
+    rgb = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB)
+    if rgb is None:
+        raise ImageError(f"corrupt {kind} image: OpenCV cannot decode its {data.size} bytes")
+    return rgb
+
+
+def _compressed_size(data: np.ndarray, fmt: str) -> tuple[str, tuple[int, int]]:
+    """``(kind, (height, width))`` of JPEG or PNG bytes, from their header alone."""
     head = data[:8].tobytes()
     if head.startswith(_JPEG_MAGIC):
         kind, size = "jpeg", _jpeg_size(data)
@@ -199,15 +215,7 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
         )
     if size is None:
         raise ImageError(f"corrupt {kind} image: no readable header giving its size ({data.size} bytes)")
-    height, width = size
-    # Checked before decoding, so that a small file cannot make OpenCV allocate gigabytes.
-    _check_size(height, width, kind)
-    if height * width * 3 > MAX_BYTES:
-        raise ImageError(f"{kind} image of {width}x{height} exceeds the limit of {MAX_BYTES} decoded bytes")
-    rgb = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB)
-    if rgb is None:
-        raise ImageError(f"corrupt {kind} image: OpenCV cannot decode its {data.size} bytes")
-    return rgb
+    return kind, size
 
 
 def _named_format(fmt: str) -> str | None:
@@ -250,6 +258,65 @@ def _jpeg_size(data: np.ndarray) -> tuple[int, int] | None:
             return None
         i += 2 + int.from_bytes(head[i + 2 : i + 4], "big")
     return None
+
+
+# --- sizes, before any decoding ------------------------------------------------------------
+
+
+def decoded_size(msg: Image | CompressedImage) -> tuple[int, int] | None:
+    """``(height, width)`` the image of ``msg`` has once decoded, without decoding it.
+
+    ``sensor_msgs/Image``: its fields. ``CompressedImage``: the PNG ``IHDR`` chunk or the JPEG
+    start-of-frame segment (SOF0-SOF15 but DHT, JPG and DAC, any marker segments and fill
+    bytes before it), found by the data's signature as :func:`compressed_to_rgb` does; reading
+    a header costs microseconds whatever the image's size.
+
+    Returns:
+        The size, or ``None`` for a compressed format that is neither JPEG nor PNG (its size
+        is unknown: :func:`compressed_to_rgb` refuses it anyway).
+
+    Raises:
+        ImageError: a compressed image with a JPEG or PNG signature (or format naming one)
+            whose header is truncated or corrupt, or data that is not a byte buffer.
+    """
+    if isinstance(msg, Image):
+        return int(msg.height), int(msg.width)
+    try:
+        data = np.frombuffer(msg.data, dtype=np.uint8)
+    except (TypeError, ValueError) as error:
+        raise ImageError(f"compressed data is not a byte buffer ({type(msg.data).__name__})") from error
+    head = data[:8].tobytes()
+    if "compresseddepth" in msg.format.lower():  # refused by compressed_to_rgb with its reason
+        return None
+    if not (head.startswith(_JPEG_MAGIC) or head.startswith(_PNG_MAGIC) or _named_format(msg.format)):
+        return None
+    return _compressed_size(data, msg.format)[1]
+
+
+def check_pixels(msg: Image | CompressedImage, max_pixels: int) -> None:
+    """Refuse an image of more than ``max_pixels`` pixels before anything decodes it.
+
+    A 273 KB PNG can declare 16384x5400 pixels; decoded and segmented it took gigabytes. The
+    node calls this first, so that such a frame costs a header read and one log line.
+
+    Args:
+        max_pixels: the limit (height x width); 0 = no limit.
+
+    Raises:
+        ImageError: ``image 16384x5400 (88.5 MP) exceeds max_input_pixels 33.6 MP``
+            (width x height), or what :func:`decoded_size` raises.
+    """
+    if max_pixels <= 0:
+        return
+    size = decoded_size(msg)
+    if size is None:
+        return
+    height, width = size
+    if height * width > max_pixels:
+        raise ImageError(
+            f"image {width}x{height} ({height * width / 1e6:.1f} MP) exceeds max_input_pixels "
+            f"{max_pixels / 1e6:.1f} MP"
+        )
 
 
 # --- output: result arrays -> sensor_msgs/Image ---------------------------------------------
