@@ -2,13 +2,22 @@
 
 Robots read the id images; these pictures are for humans (RViz, reports). Every class has a
 fixed colour, instances of one class are told apart by shade, and labels are white on a dark
-box so they stay readable on any background. numpy + OpenCV, no torch, no ROS.
+box so they stay readable on any background. numpy + OpenCV, no ROS; torch only for id maps
+that are already torch tensors (imported by the caller, never here at import time).
+
+How :func:`draw_overlay` stays cheap (``benchmarks/overlay.json``): every pixel gets one small
+id (class id on stuff, one slot per instance, one void id), so colouring is a single table
+lookup, done two pixels at a time; the blend is one ``cv2.addWeighted`` over the image and
+void pixels are copied back once. Boxes and labels are drawn per instance with OpenCV.
 """
 
 from __future__ import annotations
 
 import colorsys
+import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -27,6 +36,10 @@ _BASE_PALETTE = np.array(
     dtype=np.uint8,
 )  # fmt: skip
 _GOLDEN = 0.618033988749895
+_NARROW_VOID = 255  # the void id of one-byte combined ids (see _combined_ids)
+_CV_INSTANCE_DTYPES = (np.dtype(np.uint8), np.dtype(np.int16), np.dtype(np.uint16), np.dtype(np.int32))
+_SCRATCH = threading.local()
+_SCRATCH_ARRAYS = 32  # working arrays kept per thread (about 10 per image size)
 
 
 def class_palette(num_classes: int) -> np.ndarray:
@@ -37,6 +50,16 @@ def class_palette(num_classes: int) -> np.ndarray:
     ]
     colours = np.concatenate([_BASE_PALETTE, np.array(extra, dtype=np.uint8).reshape(-1, 3)])
     return colours[:num_classes]
+
+
+def instance_colours(segments: Sequence[Segment], palette: np.ndarray) -> np.ndarray:
+    """``[K, 3]`` uint8 RGB of instances 1..K: the class colour, shaded by a golden-ratio
+    sequence so that neighbouring instances of one class differ."""
+    if not segments:
+        return np.zeros((0, 3), np.uint8)
+    shade = 0.55 + 0.45 * ((np.arange(1, len(segments) + 1) * _GOLDEN) % 1.0)
+    base = palette[[min(s.category_id, len(palette) - 1) for s in segments]].astype(np.float32)
+    return np.clip(base * shade[:, None] + (1 - shade[:, None]) * 40, 0, 255).astype(np.uint8)
 
 
 def panoptic_colors(
@@ -64,11 +87,7 @@ def panoptic_colors(
         lut[:num_classes] = palette
         colours = lut[semantic]
     if segments:
-        # Shade instance k of its class by a golden-ratio sequence: neighbours differ.
-        shade = 0.55 + 0.45 * ((np.arange(1, len(segments) + 1) * _GOLDEN) % 1.0)
-        base = palette[[min(s.category_id, num_classes - 1) for s in segments]].astype(np.float32)
-        instance_lut = np.zeros((len(segments) + 1, 3), np.uint8)
-        instance_lut[1:] = np.clip(base * shade[:, None] + (1 - shade[:, None]) * 40, 0, 255)
+        instance_lut = np.concatenate([np.zeros((1, 3), np.uint8), instance_colours(segments, palette)])
         in_instance = (instance > 0) & (instance <= len(segments))
         colours[in_instance] = instance_lut[instance[in_instance]]  # only the instances' pixels
     labelled = semantic < num_classes
@@ -77,38 +96,242 @@ def panoptic_colors(
 
 def draw_overlay(
     image: np.ndarray,
-    semantic: np.ndarray,
-    instance: np.ndarray,
+    semantic: Any,
+    instance: Any,
     segments: Sequence[Segment],
     class_names: Sequence[str],
     alpha: float = 0.5,
     boxes: bool = True,
     labels: bool = True,
+    scale: float = 1.0,
 ) -> np.ndarray:
     """The image blended with its panoptic colours, with instance boxes and labels.
 
+    Stuff pixels take their class colour, pixels of instance k the shade of its class from
+    :func:`instance_colours`, void pixels (class id outside ``class_names``) stay the image.
+
     Args:
-        image: ``[H, W, 3]`` uint8 RGB.
+        image: ``[H, W, 3]`` uint8 RGB (numpy).
+        semantic: ``[H, W]`` class ids, as in ``PanopticResult.semantic``: a numpy array or a
+            torch tensor. CUDA tensors are coloured and blended on their device and one uint8
+            image comes back; CPU tensors take the numpy path.
+        instance: ``[H, W]`` 0 or segment id k (``segments[k - 1]``), numpy or torch.
+        segments: the instances, ordered by id; their ``bbox`` is in ``image`` pixels.
+        class_names: one name per class id; also fixes the palette (:func:`class_palette`).
         alpha: weight of the colours (0 = image only, 1 = colours only); void stays image.
+        boxes, labels: draw each instance's box in its class colour, and "name score" on it.
+        scale: in (0, 1]; draw a smaller picture. The image is shrunk first (``INTER_AREA``),
+            the id maps by nearest neighbour (the colours are then as drawing at full size and
+            shrinking, but for edges between ids), boxes with them, so a small overlay costs
+            little. Label text is sized for the picture drawn, like that of any image of its
+            size: in proportion, but no smaller than font scale 0.4 (pictures under 360 rows).
 
     Returns:
-        ``[H, W, 3]`` uint8 RGB, a new array.
+        ``[round(H * scale), round(W * scale), 3]`` uint8 RGB, a new array.
+
+    Raises:
+        ValueError: ``scale`` outside (0, 1], or id maps of another size than the image.
     """
+    if not 0.0 < scale <= 1.0:
+        raise ValueError(f"scale must be in (0, 1], got {scale}")
+    image = np.ascontiguousarray(image)
+    height, width = image.shape[:2]
+    if tuple(semantic.shape) != (height, width) or tuple(instance.shape) != (height, width):
+        raise ValueError(
+            f"semantic {tuple(semantic.shape)} and instance {tuple(instance.shape)} must be the "
+            f"image's size {(height, width)}"
+        )
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    rgb = image if size == (height, width) else cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA)
     palette = class_palette(len(class_names))
-    colours, labelled = panoptic_colors(semantic, instance, segments, palette)
-    out = cv2.addWeighted(np.ascontiguousarray(image), 1.0 - alpha, colours, alpha, 0.0)
-    cv2.copyTo(image, (~labelled).view(np.uint8), out)  # void keeps the image
-    scale = max(0.4, min(image.shape[:2]) / 900)
-    thickness = max(1, round(scale * 2))
+    table = np.concatenate([palette, instance_colours(segments, palette)])  # [C + K, 3], by id
+    if _on_accelerator(semantic):
+        out = _overlay_torch(rgb, semantic, instance, table, len(class_names), alpha)
+    else:
+        semantic, instance = np.asarray(semantic), np.asarray(instance)  # CPU tensors: no copy
+        ids, void_id = _combined_ids(semantic, instance, len(class_names), len(segments))
+        if size != (height, width):
+            small = _scratch("ids_small", size, ids.dtype)
+            ids = cv2.resize(ids, size[::-1], dst=small, interpolation=cv2.INTER_NEAREST)
+        out = _overlay_numpy(rgb, ids, void_id, table, alpha)
+    _draw_instances(out, segments, class_names, palette, (size[1] / width, size[0] / height), boxes, labels)
+    return out
+
+
+def _on_accelerator(ids: Any) -> bool:
+    """Whether ``ids`` is a torch tensor off the CPU (torch is never imported here for this)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(ids, torch.Tensor) and ids.device.type != "cpu"
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """This thread's working array ``name`` of this shape, kept for the next call (never handed
+    to a caller). Fresh multi-megabyte arrays cost page faults on first touch: at 1024x2048
+    that was a third of the overlay's time. About 30 MB per thread and image size; the arrays
+    of the last few sizes are kept."""
+    arrays = _SCRATCH.__dict__.setdefault("arrays", {})
+    key = (name, shape, np.dtype(dtype).str)
+    array = arrays.get(key)
+    if array is None:
+        if len(arrays) >= _SCRATCH_ARRAYS:
+            arrays.clear()
+        array = arrays[key] = np.empty(shape, dtype)
+    return array
+
+
+def _combined_ids(
+    semantic: np.ndarray, instance: np.ndarray, num_classes: int, num_segments: int
+) -> tuple[np.ndarray, int]:
+    """One id per pixel: the class id on stuff, ``num_classes + k - 1`` on instance k, and
+    the returned void id where the class id is outside ``[0, num_classes)``.
+
+    Returns:
+        ``[H, W]`` uint8 ids with void 255 when classes and instances fit (one byte per pixel,
+        so OpenCV does the work; a scratch array), else int32 ids with void
+        ``num_classes + num_segments``.
+    """
+    if (
+        semantic.dtype == np.uint8
+        and semantic.size > 1  # OpenCV reads a 1x1 array beside a number as two scalars
+        and instance.dtype in _CV_INSTANCE_DTYPES
+        and num_classes + num_segments <= _NARROW_VOID
+    ):
+        # Instance slots are above every class id and void (255) above both, so two maxima
+        # combine the maps: ids = max(semantic, slot where instance, 255 where void).
+        shape = semantic.shape
+        ids = _scratch("ids", shape, np.uint8)
+        if num_segments:
+            slot = _scratch("slot", shape, np.uint8)
+            np.copyto(slot, instance, casting="unsafe")  # wraps above 255, but those are masked
+            cv2.add(slot, num_classes - 1, dst=slot)
+            thing = cv2.inRange(instance, 1, num_segments, dst=_scratch("thing", shape, np.uint8))
+            cv2.max(semantic, cv2.bitwise_and(slot, thing, dst=slot), dst=ids)
+        else:
+            np.copyto(ids, semantic)
+        void = cv2.compare(semantic, num_classes, cv2.CMP_GE, dst=_scratch("void", shape, np.uint8))
+        cv2.max(ids, void, dst=ids)
+        return ids, _NARROW_VOID
+    void_id = num_classes + num_segments
+    labelled = semantic < num_classes
+    ids = np.where(labelled, semantic, void_id).astype(np.int32)
+    if num_segments:
+        thing = labelled & (instance > 0) & (instance <= num_segments)
+        ids[thing] = instance[thing] + (num_classes - 1)
+    return ids, void_id
+
+
+def _lookup(ids: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``table[ids]``: ``[h, w]`` ids and ``[N, 3]`` uint8 colours to ``[h, w, 3]`` uint8 (a
+    scratch array)."""
+    rgbx = np.zeros((256 if ids.dtype == np.uint8 else len(table) + 1, 4), np.uint8)  # + void: black
+    rgbx[: len(table), :3] = table
+    words = rgbx.view(np.uint32).reshape(-1)  # one RGBx word per id
+    height, width = ids.shape
+    flat = np.ascontiguousarray(ids).reshape(-1)
+    if ids.dtype == np.uint8 and flat.size % 2 == 0 and sys.byteorder == "little":
+        # Two pixels per look-up: neighbouring uint8 ids read as one uint16 (first id in the low
+        # byte) index a table of RGBx pairs, [second * 256 + first] (512 KiB, built per call).
+        words64 = words.astype(np.uint64)
+        pairs = _scratch("pairs", (256, 256), np.uint64)
+        np.bitwise_or(words64[:, None] << np.uint64(32), words64[None, :], out=pairs)
+        index = _scratch("index", (flat.size // 2,), np.intp)
+        np.copyto(index, flat.view(np.uint16))  # take() would convert, into a fresh array
+        packed = _scratch("packed", index.shape, np.uint64)
+        np.take(pairs.reshape(-1), index, out=packed, mode="wrap")  # "raise" would copy ``out``
+    else:
+        packed = np.take(words, flat)
+    rgba = packed.view(np.uint8).reshape(height, width, 4)
+    return cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB, dst=_scratch("colours", (height, width, 3), np.uint8))
+
+
+def _overlay_numpy(
+    rgb: np.ndarray, ids: np.ndarray, void_id: int, table: np.ndarray, alpha: float
+) -> np.ndarray:
+    """The blend on the host: ``cv2.addWeighted`` of image and colours, void copied back."""
+    out = cv2.addWeighted(rgb, 1.0 - alpha, _lookup(ids, table), alpha, 0.0)
+    void = np.equal(ids, void_id, out=_scratch("void_out", ids.shape, np.bool_))
+    cv2.copyTo(rgb, void.view(np.uint8), out)  # void keeps the image
+    return out
+
+
+def _overlay_torch(
+    rgb: np.ndarray, semantic: Any, instance: Any, table: np.ndarray, num_classes: int, alpha: float
+) -> np.ndarray:
+    """The colouring and blend of :func:`_overlay_numpy` in torch ops on ``semantic``'s device:
+    the image goes up once, one uint8 image comes back.
+
+    The id maps are shrunk to ``rgb``'s size by ``cv2.resize``'s nearest-neighbour rule, and
+    each output byte is read from :func:`_blend_table` (``cv2.addWeighted`` of every image
+    value with every id's colour), so the picture is the host's, byte for byte, whatever the
+    device's float arithmetic.
+    """
+    import torch
+
+    device = semantic.device
+    num_segments = len(table) - num_classes
+    void_id = len(table)
+    instance = torch.as_tensor(instance, device=device)
+    height, width = rgb.shape[:2]
+    if tuple(semantic.shape) != (height, width):
+        rows = torch.from_numpy(_nearest(semantic.shape[0], height)).to(device)
+        cols = torch.from_numpy(_nearest(semantic.shape[1], width)).to(device)
+        semantic = semantic.index_select(0, rows).index_select(1, cols)
+        instance = instance.index_select(0, rows).index_select(1, cols)
+    semantic, instance = semantic.to(torch.int64), instance.to(torch.int64)  # [h, w]
+    labelled = (semantic >= 0) & (semantic < num_classes)
+    thing = labelled & (instance > 0) & (instance <= num_segments)
+    ids = torch.where(labelled, semantic, void_id)
+    ids = torch.where(thing, instance + (num_classes - 1), ids)
+    blend = torch.from_numpy(_blend_table(table, alpha)).to(device).reshape(-1)  # [(N + 1) * 3 * 256]
+    image = torch.from_numpy(rgb).to(device).to(torch.int64)  # [h, w, 3]
+    channel = torch.arange(3, device=device) * 256
+    index = (ids[..., None] * 768 + channel) + image  # [h, w, 3] into [id, channel, value]
+    return blend[index].cpu().numpy()
+
+
+def _blend_table(table: np.ndarray, alpha: float) -> np.ndarray:
+    """``[N + 1, 3, 256]`` uint8: ``cv2.addWeighted`` of image value v (weight ``1 - alpha``)
+    with channel c of colour ``table[id]`` (weight ``alpha``) at ``[id, c, v]``; the last id
+    is void, where the value stays. Rows of 256 bytes: OpenCV's vector code does every entry."""
+    values = np.broadcast_to(np.arange(256, dtype=np.uint8), (len(table), 3, 256))
+    colours = np.broadcast_to(table[:, :, None], (len(table), 3, 256))
+    blended = cv2.addWeighted(
+        np.ascontiguousarray(values).reshape(-1, 256), 1.0 - alpha,
+        np.ascontiguousarray(colours).reshape(-1, 256), alpha, 0.0,
+    ).reshape(len(table), 3, 256)  # fmt: skip
+    return np.concatenate([blended, values[:1]])
+
+
+def _nearest(source: int, target: int) -> np.ndarray:
+    """``cv2.resize``'s ``INTER_NEAREST`` source index of each of ``target`` outputs (int64)."""
+    step = 1.0 / (target / source)
+    return np.minimum(np.floor(np.arange(target) * step), source - 1).astype(np.int64)
+
+
+def _draw_instances(
+    out: np.ndarray,
+    segments: Sequence[Segment],
+    class_names: Sequence[str],
+    palette: np.ndarray,
+    scale_xy: tuple[float, float],
+    boxes: bool,
+    labels: bool,
+) -> None:
+    """Each instance's box in its class colour and its "name score" label, in place on ``out``
+    (boxes given in the source image's pixels, ``scale_xy`` from there to ``out``)."""
+    if not (boxes or labels):
+        return
+    font_scale = max(0.4, min(out.shape[:2]) / 900)
+    thickness = max(1, round(font_scale * 2))
+    sx, sy = scale_xy
     for s in segments:
-        x1, y1, x2, y2 = (round(v) for v in s.bbox)
+        x1, y1, x2, y2 = (round(v * f) for v, f in zip(s.bbox, (sx, sy, sx, sy), strict=True))
         colour = tuple(int(c) for c in palette[min(s.category_id, len(palette) - 1)])
         if boxes:
             cv2.rectangle(out, (x1, y1), (max(x1, x2 - 1), max(y1, y2 - 1)), colour, thickness)
         if labels:
             name = class_names[s.category_id] if s.category_id < len(class_names) else str(s.category_id)
-            _label(out, f"{name} {s.score:.2f}", (x1, y1), scale, thickness)
-    return out
+            _label(out, f"{name} {s.score:.2f}", (x1, y1), font_scale, thickness)
 
 
 def _label(image: np.ndarray, text: str, corner: tuple[int, int], scale: float, thickness: int) -> None:

@@ -62,6 +62,7 @@ class Rig:
 
     def __init__(self, context, namespace, parameters, remaps, log, camera_namespace=None):
         self.process = start_node(parameters, remaps, log=log)
+        self.namespace = namespace
         self.log = log
         self.camera = CameraStream(camera_namespace or namespace, frame_id="test_camera", context=context)
         self.recorder = OutputRecorder(namespace, context=context)
@@ -111,8 +112,11 @@ class Rig:
         return {n: got[n][key] for n in names}
 
     def last_diagnostics(self) -> dict[str, str]:
-        assert wait_for(lambda: self.diagnostics, 5.0)
-        return {kv.key: kv.value for kv in self.diagnostics[-1].status[0].values}
+        """This rig's node's latest status (/diagnostics also carries other nodes')."""
+        name = f"{self.namespace.rstrip('/')}/panoptic_node:"
+        mine = lambda: [d for d in self.diagnostics if d.status[0].name.startswith(name)]  # noqa: E731
+        assert wait_for(mine, 5.0)
+        return {kv.key: kv.value for kv in mine()[-1].status[0].values}
 
     def close(self) -> int:
         self.spinner.stop()
@@ -317,7 +321,7 @@ def test_compressed_input_namespace_and_remapping(context, model_file, tmp_path)
     import cv2
 
     log = tmp_path / "cam.log"
-    parameters = {"model": str(model_file), "backend": "torch", "compressed": True}
+    parameters = {"model": str(model_file), "backend": "torch", "compressed": True, "max_input_pixels": 20000}
     rig = Rig(context, "/cam", parameters, {"__ns": "/cam", "image/compressed": "/camera/jpeg"}, log)
     publisher = rig.camera.create_publisher(CompressedImage, "/camera/jpeg", 5)
     try:
@@ -335,9 +339,15 @@ def test_compressed_input_namespace_and_remapping(context, model_file, tmp_path)
         key = rig.send(CompressedImage(format="jpeg", data=encoded.tobytes()), publisher)
         check_outputs(rig.outputs(key), key, 100, 150)
         assert wait_for(lambda: int(rig.last_diagnostics()["rejected"]) >= 1, 5.0)
+        rejected = int(rig.last_diagnostics()["rejected"])
+        big = cv2.imencode(".png", rgb_frame(200, 150, seed=3))[1].tobytes()  # 30000 > 20000 pixels
+        rig.send(CompressedImage(format="png", data=big), publisher)
+        assert wait_for(lambda: int(rig.last_diagnostics()["rejected"]) >= rejected + 1, 5.0)
     finally:
         assert rig.close() == 0
-    assert "/camera/jpeg" in log.read_text()
+    text = log.read_text()
+    assert "/camera/jpeg" in text  # (the size refusal's own line is throttled behind the bad jpeg's)
+    assert "Failed to publish" not in text and "context is invalid" not in text
 
 
 @pytest.mark.parametrize(

@@ -149,6 +149,7 @@ class PanopticNode(Node):
         self._warmup()
 
         self.compressed: bool = startup["compressed"]
+        self.max_input_pixels: int = startup["max_input_pixels"]
         self.pipeline = FramePipeline(
             self.predictor, cfg, self._convert, self._wanted, self._publish, self._on_frame_error,
             stopping=lambda: self._stopping or not self.context.ok(),
@@ -299,6 +300,7 @@ class PanopticNode(Node):
         ]
 
     def _convert(self, message: Image | CompressedImage) -> np.ndarray:
+        image_conversion.check_pixels(message, self.max_input_pixels)  # before decoding anything
         if self.compressed:
             return image_conversion.compressed_to_rgb(message)
         return image_conversion.image_to_rgb(message)

@@ -97,6 +97,15 @@ STARTUP_PARAMETERS: tuple[ParamSpec, ...] = (
         step=SIZE_DIVISIBILITY,
     ),
     ParamSpec(
+        "max_input_pixels",
+        MAX_INPUT_SIDE * MAX_INPUT_SIDE // 2,
+        "frames with more pixels are refused (counted as rejected), compressed ones before decoding; "
+        "0 = no limit. Memory grows with the frame: 8192x4096 by default",
+        low=0,
+        high=2**40,
+        step=1,
+    ),
+    ParamSpec(
         "compressed", False, "subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image"
     ),
     ParamSpec(
