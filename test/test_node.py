@@ -289,8 +289,14 @@ def test_thresholds_change_at_run_time_and_bad_ones_are_refused(rig):
     ok, _ = set_parameter(rig, "model", "other.pt")
     assert not ok  # read-only after start-up
     assert set_parameter(rig, "decoder.mask_thresh", 0.4) == (True, "")
+    assert set_parameter(rig, "overlay_scale", 0.5) == (True, "")
     time.sleep(0.2)
-    assert len(rig.outputs(rig.send(image_msg(rgb, "rgb8")))["detections"].detections) > 0
+    outputs = rig.outputs(rig.send(image_msg(rgb, "rgb8")))
+    assert len(outputs["detections"].detections) > 0
+    assert (outputs["overlay"].height, outputs["overlay"].width) == (64, 64)  # the others keep 128x128
+    assert (outputs["semantic"].height, outputs["semantic"].width) == (128, 128)
+    assert set_parameter(rig, "overlay_scale", 1.0) == (True, "")
+    time.sleep(0.2)
 
 
 def test_overload_drops_frames_and_latency_stays_bounded(rig):

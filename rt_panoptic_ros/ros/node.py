@@ -121,6 +121,7 @@ class PanopticNode(Node):
             raise StartupError(f"backend/device: {error}") from None
         self.publish_overlay: bool = runtime["publish_overlay"]
         self.overlay_alpha: float = runtime["overlay_alpha"]
+        self.overlay_scale: float = runtime["overlay_scale"]
         self.model_path = model_path
         self.device = startup["device"]
         self.void = void_label(cfg.dataset.num_classes)
@@ -270,6 +271,7 @@ class PanopticNode(Node):
         self.pipeline.set_config(apply_decoder_values(self.pipeline.cfg, values))
         self.publish_overlay = values.get("publish_overlay", self.publish_overlay)
         self.overlay_alpha = float(values.get("overlay_alpha", self.overlay_alpha))
+        self.overlay_scale = float(values.get("overlay_scale", self.overlay_scale))
         if values:
             self.get_logger().info(f"parameters changed: {values}")
         return SetParametersResult(successful=True)
@@ -313,7 +315,7 @@ class PanopticNode(Node):
         if "overlay" in job.wanted:
             started = time.perf_counter()
             messages["overlay"] = overlay_message(
-                header, job.rgb, job.result, class_names, self.overlay_alpha
+                header, job.rgb, job.result, class_names, self.overlay_alpha, self.overlay_scale
             )
             job.times["overlay"] = (time.perf_counter() - started) * 1000
         for name, message in messages.items():

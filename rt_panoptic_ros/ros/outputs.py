@@ -74,10 +74,22 @@ def output_messages(
 
 
 def overlay_message(
-    header: Header, rgb: np.ndarray, result: PanopticResult, class_names: Sequence[str], alpha: float
+    header: Header,
+    rgb: np.ndarray,
+    result: PanopticResult,
+    class_names: Sequence[str],
+    alpha: float,
+    scale: float = 1.0,
 ) -> Image:
-    """``panoptic/overlay``: the panoptic colours blended over ``rgb`` (weight ``alpha``), rgb8."""
+    """``panoptic/overlay``: the panoptic colours blended over ``rgb`` (weight ``alpha``), rgb8,
+    ``scale`` times the image's size."""
     picture = draw_overlay(
-        rgb, result.semantic.numpy(), result.instance.numpy(), result.segments, class_names, alpha
+        rgb,
+        result.semantic.numpy(),
+        result.instance.numpy(),
+        result.segments,
+        class_names,
+        alpha,
+        scale=scale,
     )
     return rgb_to_msg(picture, header)

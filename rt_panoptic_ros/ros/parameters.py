@@ -139,6 +139,15 @@ RUNTIME_PARAMETERS: tuple[ParamSpec, ...] = (
         high=1.0,
         read_only=False,
     ),
+    ParamSpec(
+        "overlay_scale",
+        1.0,
+        "size of panoptic/overlay relative to the image (smaller is cheaper to draw and send); the "
+        "other outputs always keep the image's size",
+        low=0.05,
+        high=1.0,
+        read_only=False,
+    ),
 )
 
 _DECODER_DESCRIPTIONS = {
