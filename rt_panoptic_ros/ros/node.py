@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from rcl_interfaces.msg import (
 )
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -90,8 +91,11 @@ class StartupError(RTPanopticError):
 class PanopticNode(Node):
     """Real-time panoptic segmentation of a camera stream."""
 
-    def __init__(self, dds_profile: ProfileChoice | None = None, **kwargs: Any) -> None:
-        """``dds_profile``: what :func:`main` chose for this process (``None``: hosted elsewhere)."""
+    def __init__(
+        self, dds_profile: ProfileChoice | None = None, infer_in_caller: bool = False, **kwargs: Any
+    ) -> None:
+        """``dds_profile``: what :func:`main` chose for this process (``None``: hosted elsewhere).
+        ``infer_in_caller``: :func:`main` runs inference in its own (main) thread, see ``pipeline.py``."""
         super().__init__(NODE_NAME, **kwargs)
         startup = {spec.name: self._declare(spec) for spec in STARTUP_PARAMETERS}
         runtime = {spec.name: self._declare(spec) for spec in RUNTIME_PARAMETERS}
@@ -153,7 +157,7 @@ class PanopticNode(Node):
         self.max_input_pixels: int = startup["max_input_pixels"]
         self.pipeline = FramePipeline(
             self.predictor, cfg, self._convert, self._wanted, self._publish, self._on_frame_error,
-            stopping=lambda: self._stopping or not self.context.ok(),
+            stopping=lambda: self._stopping or not self.context.ok(), infer_in_caller=infer_in_caller,
         )  # fmt: skip
         self.input_topic = "image/compressed" if self.compressed else "image"
         self.input_type = CompressedImage if self.compressed else Image
@@ -427,7 +431,8 @@ def main(args: list[str] | None = None) -> int:
 
     Before ``rclpy.init`` creates the process's DDS participant, the shipped Fast DDS profile
     is given to it unless a profile is already set or ``RT_PANOPTIC_DDS_PROFILE=off``
-    (``dds_profile.py``).
+    (``dds_profile.py``). The main thread runs inference (torch is fastest there,
+    ``pipeline.py``); ROS callbacks are spun on another thread.
     """
     profile = use_shipped_profile()
     try:
@@ -437,8 +442,13 @@ def main(args: list[str] | None = None) -> int:
         return 1
     node = None
     try:
-        node = PanopticNode(dds_profile=profile)
-        rclpy.spin(node)
+        node = PanopticNode(dds_profile=profile, infer_in_caller=True)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        spinner = threading.Thread(target=_spin, args=(executor, node), name="ros-spin", daemon=True)
+        spinner.start()
+        node.pipeline.run_inference()  # until the spinner stops the pipeline
+        spinner.join()
     except StartupError as error:
         print(f"[{NODE_NAME}] error: {error}", file=sys.stderr)
         return 1
@@ -451,6 +461,16 @@ def main(args: list[str] | None = None) -> int:
         if rclpy.ok():
             rclpy.shutdown()
     return 0
+
+
+def _spin(executor: SingleThreadedExecutor, node: PanopticNode) -> None:
+    """ROS callbacks until shutdown (Ctrl-C, SIGTERM); then stop the node's pipeline."""
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.shutdown()
 
 
 if __name__ == "__main__":
