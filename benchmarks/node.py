@@ -133,10 +133,12 @@ def main() -> None:
         stop_node(process)
 
     node_ms = statistics.median(latencies) * 1000 if latencies else float("nan")
-    stage_ms = {k: float(v) for k, v in stages.items() if k.endswith("_p50_ms") and not k.startswith("latency")}
+    stage_ms = {
+        k: float(v) for k, v in stages.items() if k.endswith("_p50_ms") and not k.startswith("latency")
+    }
     write_benchmark(
         args.output,
-        "panoptic_node vs its Predictor: complete-frame rate (camera faster), lock-step overhead, stage times",
+        "panoptic_node vs its Predictor: complete-frame rate, lock-step overhead, stage times",
         model=Path(args.model).name, input=[args.height, args.width], frames=args.frames,
         backend="torch (CPU)", transport=f"reliable, two processes, {profile.describe()}",
         predictor_fps=round(predictor["fps"], 3), predictor_median_ms=round(predictor["median_ms"], 1),
