@@ -30,7 +30,7 @@ from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import Image
-from vision_msgs.msg import Detection2DArray
+from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from rt_panoptic_ros.cli import bag_main
 from rt_panoptic_ros.model import save_checkpoint
@@ -196,8 +196,16 @@ def test_every_frame_has_its_outputs(storage, topic, bags, pictures, model_file,
     messages, connections, metadata = read_bag(out)
     assert metadata["storage_identifier"] == storage  # the input's storage format
     names = OUTPUTS + (("overlay",) if overlay else ())
-    expected_topics = {f"/cam/panoptic/{n}" for n in names}  # the image topic's namespace
+    expected_topics = {f"/cam/panoptic/{n}" for n in (*names, "label_info")}  # the image topic's namespace
     assert set(messages) == set(connections) == expected_topics
+    # what the ids mean: once, with the first frame's header and bag time, offered latched
+    [(stamp, raw)] = messages["/cam/panoptic/label_info"]
+    label_info = deserialize_message(raw, LabelInfo)
+    assert stamp == T0 + BAG_DELAY and label_info.header.frame_id == "cam_optical"
+    assert [c.class_name for c in label_info.class_map] == [*predictor.cfg.dataset.class_names, "unlabeled"]
+    assert label_info.class_map[-1].class_id == 255
+    qos = connections["/cam/panoptic/label_info"].ext.offered_qos_profiles[0]
+    assert qos.durability.name == "TRANSIENT_LOCAL" and qos.depth == 1
     bag_times = [T0 + k * PERIOD + BAG_DELAY for k in range(FRAMES)]
     for name in names:  # exactly one message per frame and topic, at the frame's bag time
         assert [t for t, _ in messages[f"/cam/panoptic/{name}"]] == bag_times, name
@@ -405,7 +413,7 @@ def test_ctrl_c_leaves_a_valid_bag_with_every_frame_done(model_file, tmp_path):
     for name in OUTPUTS:
         assert [t for t, _ in messages[f"/cam/panoptic/{name}"]] == bag_times[:written]
     assert metadata["custom_data"]["rt_panoptic_ros.interrupted"] == "true"
-    assert metadata["message_count"] == written * len(OUTPUTS)
+    assert metadata["message_count"] == written * len(OUTPUTS) + 1  # and the label info, once
 
 
 @pytest.mark.parametrize("storage", sorted(STORAGE))

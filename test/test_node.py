@@ -299,6 +299,29 @@ def test_thresholds_change_at_run_time_and_bad_ones_are_refused(rig):
     time.sleep(0.2)
 
 
+def test_label_info_reaches_a_late_subscriber_and_follows_the_threshold(rig):
+    """Latched (transient local): a subscriber that starts after the node still gets it."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from vision_msgs.msg import LabelInfo
+
+    got: list[LabelInfo] = []
+    qos = QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+    )
+    subscription = rig.recorder.create_subscription(LabelInfo, "/t1/panoptic/label_info", got.append, qos)
+    try:
+        assert wait_for(lambda: got, 10.0)
+        names = [c.class_name for c in got[-1].class_map]
+        assert names[:-1] == list(rigged_model().cfg.dataset.class_names) and names[-1] == "unlabeled"
+        assert [c.class_id for c in got[-1].class_map][-1] == 255
+        before = float(got[-1].threshold)
+        assert set_parameter(rig, "decoder.instance_score_thresh", 0.25) == (True, "")
+        assert wait_for(lambda: abs(got[-1].threshold - 0.25) < 1e-6, 10.0)
+        assert set_parameter(rig, "decoder.instance_score_thresh", before) == (True, "")
+    finally:
+        rig.recorder.destroy_subscription(subscription)
+
+
 def test_overload_drops_frames_and_latency_stays_bounded(rig):
     """60 frames in one second, far faster than inference: outputs stay fresh, drops counted."""
     dropped_before = int(rig.last_diagnostics()["dropped"])

@@ -1,4 +1,4 @@
-"""Detections and diagnostics as ROS messages: plain functions, tested without a node."""
+"""Detections, label info and diagnostics as ROS messages: plain functions, tested without a node."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
-from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
+from vision_msgs.msg import Detection2D, Detection2DArray, LabelInfo, ObjectHypothesisWithPose, VisionClass
 
 from rt_panoptic_ros.panoptic import Segment
 
@@ -34,6 +34,20 @@ def detections_msg(header: Header, segments: Sequence[Segment]) -> Detection2DAr
         detection.results.append(result)
         array.detections.append(detection)
     return array
+
+
+def label_info_msg(header: Header, class_names: Sequence[str], void: int, threshold: float) -> LabelInfo:
+    """``vision_msgs/LabelInfo``: what the ids in ``panoptic/semantic`` and in the detections'
+    ``class_id`` mean.
+
+    ``class_map`` holds every class id with its name, plus ``void`` (the id of pixels no class
+    was given, 255 in a mono8 semantic image) as ``"unlabeled"``, the name vision_msgs gives the
+    maximum id. ``threshold``: the score an instance needs to be kept
+    (``decoder.instance_score_thresh``).
+    """
+    class_map = [VisionClass(class_id=k, class_name=name) for k, name in enumerate(class_names)]
+    class_map.append(VisionClass(class_id=void, class_name="unlabeled"))
+    return LabelInfo(header=header, class_map=class_map, threshold=float(threshold))
 
 
 def diagnostics_msg(

@@ -45,9 +45,10 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
+from vision_msgs.msg import LabelInfo
 
 from rt_panoptic_ros.config import Config
 from rt_panoptic_ros.errors import RTPanopticError
@@ -55,8 +56,14 @@ from rt_panoptic_ros.panoptic.fusion import void_label
 from rt_panoptic_ros.ros import image_conversion
 from rt_panoptic_ros.ros.bundled import bundled_model_path
 from rt_panoptic_ros.ros.dds_profile import ProfileChoice, use_shipped_profile
-from rt_panoptic_ros.ros.messages import diagnostics_msg
-from rt_panoptic_ros.ros.outputs import OUTPUT_DEPTH, OUTPUT_TOPICS, output_messages, overlay_message
+from rt_panoptic_ros.ros.messages import diagnostics_msg, label_info_msg
+from rt_panoptic_ros.ros.outputs import (
+    LABEL_INFO_TOPIC,
+    OUTPUT_DEPTH,
+    OUTPUT_TOPICS,
+    output_messages,
+    overlay_message,
+)
 from rt_panoptic_ros.ros.parameters import (
     RUNTIME_PARAMETERS,
     STARTUP_PARAMETERS,
@@ -143,6 +150,12 @@ class PanopticNode(Node):
             name: self.create_publisher(kind, topic, outputs) for name, (topic, kind) in OUTPUT_TOPICS.items()
         }
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        latched = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )  # fmt: skip
+        self.label_info_pub = self.create_publisher(LabelInfo, LABEL_INFO_TOPIC, latched)
+        self._publish_label_info(cfg)
 
         self.input_rate = RateWindow()
         self.rejected = 0
@@ -272,7 +285,10 @@ class PanopticNode(Node):
                 return SetParametersResult(successful=False, reason=problem)
             values[parameter.name] = parameter.value
         # One new config object, swapped in whole: a frame never sees a mix.
-        self.pipeline.set_config(apply_decoder_values(self.pipeline.cfg, values))
+        previous = self.pipeline.cfg
+        self.pipeline.set_config(apply_decoder_values(previous, values))
+        if self.pipeline.cfg.decoder.instance_score_thresh != previous.decoder.instance_score_thresh:
+            self._publish_label_info(self.pipeline.cfg)
         self.publish_overlay = values.get("publish_overlay", self.publish_overlay)
         self.overlay_alpha = float(values.get("overlay_alpha", self.overlay_alpha))
         self.overlay_scale = float(values.get("overlay_scale", self.overlay_scale))
@@ -334,6 +350,14 @@ class PanopticNode(Node):
             self._warn(
                 type(error).__name__, f"frame failed in {stage}: {type(error).__name__}: {_first_line(error)}"
             )
+
+    def _publish_label_info(self, cfg: Config) -> None:
+        """``panoptic/label_info`` (latched): the model's classes and the instance threshold."""
+        header = Header(stamp=self.get_clock().now().to_msg())
+        message = label_info_msg(
+            header, cfg.dataset.class_names, self.void, cfg.decoder.instance_score_thresh
+        )
+        self.label_info_pub.publish(message)
 
     def _warmup(self) -> None:
         """One inference before "ready", so the first real frame does not pay for lazy set-up."""

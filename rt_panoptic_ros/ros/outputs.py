@@ -9,7 +9,10 @@ namespace), and the test harness and the demo subscribe to them.
     panoptic/detections  vision_msgs/Detection2DArray
     panoptic/overlay     sensor_msgs/Image          rgb8, for RViz
 
-Every message carries the input's header (stamp and frame_id unchanged).
+Every message carries the input's header (stamp and frame_id unchanged). Beside them, what
+the ids mean:
+
+    panoptic/label_info  vision_msgs/LabelInfo      class id -> name; transient local, depth 1
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ OUTPUT_TOPICS: dict[str, tuple[str, type]] = {
 #: done, while depth 5 delivered 20 of 20 at both rates. The cost is memory (up to five samples
 #: per topic kept for repairs), not latency.
 OUTPUT_DEPTH = 5
+#: ``vision_msgs/LabelInfo``, latched: published when it changes (start-up, a new threshold),
+#: kept by the publisher (transient local, depth 1) for subscribers that come later.
+LABEL_INFO_TOPIC = "panoptic/label_info"
 
 
 def output_messages(

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rclpy.serialization import deserialize_message, serialize_message
@@ -34,6 +35,7 @@ from std_msgs.msg import Header
 
 from rt_panoptic_ros.errors import ImageError, RTPanopticError
 from rt_panoptic_ros.panoptic import PanopticResult
+from rt_panoptic_ros.panoptic.fusion import void_label
 from rt_panoptic_ros.ros.bag.storage import (
     BagError,
     InputBag,
@@ -46,7 +48,8 @@ from rt_panoptic_ros.ros.image_conversion import (
     compressed_to_rgb,
     image_to_rgb,
 )
-from rt_panoptic_ros.ros.outputs import OUTPUT_DEPTH, OUTPUT_TOPICS, output_messages
+from rt_panoptic_ros.ros.messages import label_info_msg
+from rt_panoptic_ros.ros.outputs import LABEL_INFO_TOPIC, OUTPUT_DEPTH, OUTPUT_TOPICS, output_messages
 from rt_panoptic_ros.runtime import Predictor
 
 #: Frames waiting between two threads. Two keep the model busy while the next frame is
@@ -117,15 +120,21 @@ def output_topics(image_topic: str, compressed: bool, overlay: bool) -> dict[str
     ``image`` input remapped to the topic. For a ``CompressedImage`` topic, image_transport's
     ``/compressed`` suffix is dropped first (``/cam/image/compressed`` -> ``/cam``).
     """
-    base = "/" + image_topic.strip("/")
-    if compressed and base.endswith("/compressed"):
-        base = base[: -len("/compressed")]
-    namespace = base.rsplit("/", 1)[0]  # "/image" -> "" (the root namespace)
+    namespace = topic_namespace(image_topic, compressed)
     return {
         name: f"{namespace}/{relative}"
         for name, (relative, _) in OUTPUT_TOPICS.items()
         if overlay or name != "overlay"
     }
+
+
+def topic_namespace(image_topic: str, compressed: bool) -> str:
+    """The namespace a node subscribed to ``image_topic`` as its ``image`` input would be in
+    (``/cam/image`` -> ``/cam``, ``/image`` -> ``""``)."""
+    base = "/" + image_topic.strip("/")
+    if compressed and base.endswith("/compressed"):
+        base = base[: -len("/compressed")]
+    return base.rsplit("/", 1)[0]
 
 
 def time_range(bag_start: int, start_s: float, duration_s: float | None) -> tuple[int | None, int | None]:
@@ -200,6 +209,7 @@ class BagJob:
             self.input.close()
             raise
         self.topics = output_topics(image_topic, self.compressed, overlay)
+        self.label_info_topic = f"{topic_namespace(image_topic, self.compressed)}/{LABEL_INFO_TOPIC}"
 
     def close(self) -> None:
         self.input.close()
@@ -235,8 +245,13 @@ class BagJob:
             "rt_panoptic_ros.image_topic": self.image_topic,
             **(custom_data or {}),
         }
+        cfg = predictor.cfg
+        label_info = label_info_msg(
+            Header(), cfg.dataset.class_names, void_label(cfg.dataset.num_classes),
+            cfg.decoder.instance_score_thresh,
+        )  # fmt: skip
         writer = _BagWriter(
-            self, report, tuple(predictor.cfg.dataset.class_names), provenance, on_frame, on_skip
+            self, report, tuple(cfg.dataset.class_names), label_info, provenance, on_frame, on_skip
         )
         frames: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
         stop = writer.stop  # set by the writer when it fails, and by the main thread at the end
@@ -342,12 +357,14 @@ class _BagWriter(threading.Thread):
         job: BagJob,
         report: BagReport,
         class_names: tuple[str, ...],
+        label_info: Any,
         custom_data: dict[str, str],
         on_frame: Callable[[], None] | None,
         on_skip: Callable[[Skipped], None] | None,
     ) -> None:
         super().__init__(name="bag-writer", daemon=True)
         self.job, self.report, self.class_names = job, report, class_names
+        self.label_info = label_info  # written once, before the first frame's outputs
         self.custom_data, self.on_frame, self.on_skip = custom_data, on_frame, on_skip
         self.results: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
         self.ready = threading.Event()  # the bag exists (or could not be created)
@@ -365,6 +382,9 @@ class _BagWriter(threading.Thread):
                 name: output.add_topic(topic, ros_type_name(OUTPUT_TOPICS[name][1]), output_qos(OUTPUT_DEPTH))
                 for name, topic in job.topics.items()
             }
+            self.label_connection = output.add_topic(
+                job.label_info_topic, ros_type_name(type(self.label_info)), output_qos(1, latched=True)
+            )
         except BaseException as error:
             self._fail(error)
             self.ready.set()
@@ -406,6 +426,10 @@ class _BagWriter(threading.Thread):
                     self.on_skip(item)
                 return
             frame, result = item
+            if self.label_info is not None:
+                self.label_info.header = frame.header
+                output.write(self.label_connection, frame.timestamp, serialize_message(self.label_info))
+                self.label_info = None
             messages = output_messages(
                 frame.header, frame.rgb, result, tuple(connections), self.class_names, self.job.overlay_alpha
             )

@@ -261,14 +261,15 @@ def _is_bag_directory(path: Path) -> bool:
     return True
 
 
-def output_qos(depth: int) -> Qos:
-    """The QoS recorded as offered: the node's (reliable, keep last ``depth``), so that
-    ``ros2 bag play`` republishes the outputs as the node would publish them."""
+def output_qos(depth: int, latched: bool = False) -> Qos:
+    """The QoS recorded as offered: the node's (reliable, keep last ``depth``; ``latched``:
+    transient local), so that ``ros2 bag play`` republishes the outputs as the node would
+    publish them."""
     return Qos(
         history=QosHistory.KEEP_LAST,
         depth=depth,
         reliability=QosReliability.RELIABLE,
-        durability=QosDurability.VOLATILE,
+        durability=QosDurability.TRANSIENT_LOCAL if latched else QosDurability.VOLATILE,
         deadline=_INFINITE,
         lifespan=_INFINITE,
         liveliness=QosLiveliness.AUTOMATIC,
