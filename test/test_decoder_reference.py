@@ -25,6 +25,8 @@ from conftest import TRI_REFERENCE
 from reference_decoder import query_mask_probabilities, reference_decode, sample
 from scenes import CAR, PERSON, Obj, centre_seed, make_outputs, random_outputs, scene_config
 
+import rt_panoptic_ros.panoptic.decoder as decoder_module
+import rt_panoptic_ros.panoptic.pixels as pixels_module
 from rt_panoptic_ros.config import preset
 from rt_panoptic_ros.model import HeadOutputs
 from rt_panoptic_ros.panoptic import VOID, decode
@@ -79,6 +81,33 @@ def test_fast_decoder_equals_the_reference_on_a_scene_with_overlaps():
         for background in ("exclude", "tri"):
             cfg = scene_config(box_map_background=background, stuff_area=100)
             assert_same(decode(out, cfg, content, size)[0], reference_decode(out, cfg, content, size)[0])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_band_in_tiny_runs_equals_the_band_in_one_step(seed, monkeypatch):
+    """The band of a huge image goes through its per-pixel steps in runs of blocks, with rule 1
+    over (mask set, class) units counted across all runs: forced here with runs of a few
+    blocks (semantic squares too), 100 queries (two membership words) and most instances
+    dropped by overlap."""
+    out = random_outputs(torch.Generator().manual_seed(seed), 128, 256)
+    cfg = scene_config(
+        iou_variant=("iou", "tri")[seed], mask_thresh=0.1, stuff_area=40, max_detections=100,
+        overlap_threshold=0.3,
+    )  # fmt: skip
+    runs = []
+    write_runs = decoder_module._write_band_chunks
+    monkeypatch.setattr(decoder_module, "_write_band_chunks", lambda *a: runs.append(a[2]) or write_runs(*a))
+    content, size = [((128, 256), (300, 500)), ((100, 230), (211, 333))][seed]
+    one_step = decode(out, cfg, content, size)[0]
+    assert not runs and len(one_step.segments) >= 3
+    for module, name in [(decoder_module, "_BAND_CHUNK_PIXELS"), (decoder_module, "_BAND_RUN_PIXELS"),
+                         (pixels_module, "_CHUNK_PIXELS"), (pixels_module, "_RUN_PIXELS")]:  # fmt: skip
+        monkeypatch.setattr(module, name, 3000)
+    in_runs = decode(out, cfg, content, size)[0]
+    assert len(list(runs.pop().chunks(3000))) > 10
+    assert torch.equal(in_runs.semantic, one_step.semantic)
+    assert torch.equal(in_runs.instance, one_step.instance)
+    assert in_runs.segments == one_step.segments
 
 
 def test_instance_score_thresh_drops_weak_detections_before_fusion():

@@ -33,9 +33,16 @@ from torch import Tensor
 from rt_panoptic_ros.config import Config, DecoderConfig
 from rt_panoptic_ros.errors import InputError
 from rt_panoptic_ros.panoptic.boxes import BOX_MAP_STRIDE, box_iou, box_levels, clip_boxes, dense_boxes_at
-from rt_panoptic_ros.panoptic.fusion import Placement, place_instances, stuff_lookup
+from rt_panoptic_ros.panoptic.fusion import Placement, first_kept, place_instances, stuff_lookup
 from rt_panoptic_ros.panoptic.masks import Queries, instance_masks, select_queries
-from rt_panoptic_ros.panoptic.pixels import Band, CellMasks, band_mask_pairs, semantic_at_pixels
+from rt_panoptic_ros.panoptic.pixels import (
+    Band,
+    CellMasks,
+    band_mask_pairs,
+    membership_words,
+    semantic_at_pixels,
+    word_members,
+)
 from rt_panoptic_ros.panoptic.result import PanopticResult, Segment
 from rt_panoptic_ros.panoptic.sampling import (
     AxisBlocks,
@@ -153,36 +160,47 @@ def _decode_image(
     in_masks = (agree & cell_masks.has_masks[block_cells]).nonzero().squeeze(1)  # few blocks
     block_pairs = cell_masks.expand(in_masks, block_cells[in_masks])
     band = Band.of(block_mask_mixed, rows, cols)
-    band_pairs = band_mask_pairs(cell_masks, band, (rows, cols), (rows4, cols4), d.mask_thresh)
     num_blocks = len(pixel_count)
-    placed = place_instances(
-        torch.cat((block_pairs[0], band_pairs[0] + num_blocks)),
-        torch.cat((block_pairs[1], band_pairs[1])),
-        len(q.boxes),
-        torch.cat((pixel_count * agree, band.valid.reshape(-1).long())),
-        d.overlap_threshold,
-    )
-    owned = placed.owned
-    block_owned, band_owned = owned[:num_blocks], owned[num_blocks:]
+    num_classes = len(is_thing)
+    maps = _Maps.allocate(cfg)
+    semantic = semantic_at_pixels(logits8, semantic8, semantic_mixed, (rows8, cols8), maps.semantic_dtype)
+    block_weights = pixel_count * agree
+    one_chunk = len(band) <= _BAND_CHUNK_PIXELS  # else runs of blocks, rule 1 over mask sets
+    if one_chunk:
+        band_pairs = band_mask_pairs(cell_masks, band, (rows, cols), (rows4, cols4), d.mask_thresh)
+        placed = place_instances(
+            torch.cat((block_pairs[0], band_pairs[0] + num_blocks)),
+            torch.cat((block_pairs[1], band_pairs[1])),
+            len(q.boxes),
+            torch.cat((block_weights, band.valid.reshape(-1).long())),
+            d.overlap_threshold,
+        )
+        band_owned = placed.owned[num_blocks:]
+        band_classes = band.read(semantic).reshape(-1).long()
+        band_free = band.valid.reshape(-1) & ~band_owned
+        band_free_pixels = torch.bincount(band_classes[band_free], minlength=num_classes)
+    else:
+        placed, band_free_pixels = _place_band_chunks(
+            cell_masks, band, (rows, cols), (rows4, cols4), semantic, block_pairs, block_weights,
+            len(q.boxes), num_classes, d,
+        )  # fmt: skip
+    block_owned = placed.owned[:num_blocks]
 
     # Rules 2-3: free pixels take their semantic argmax: per block where it is one class,
     # per pixel in the band and in the free blocks whose stride-8 cells disagree.
-    maps = _Maps.allocate(cfg)
-    semantic = semantic_at_pixels(logits8, semantic8, semantic_mixed, (rows8, cols8), maps.semantic_dtype)
     free = Band.of(
         (block_semantic_mixed.reshape(-1) & agree & ~block_owned).view_as(block_mask_mixed), rows, cols
     )
-    band_classes = band.read(semantic).reshape(-1).long()
-    free_classes = free.read(semantic).reshape(-1).long()
     block_semantic = semantic8[rows8.low[rows.start]][:, cols8.low[cols.start]].reshape(-1)
     whole = agree & ~block_owned & ~block_semantic_mixed.reshape(-1)  # free blocks of one class
-    num_classes = len(is_thing)
     free_pixels = torch.bincount(
         block_semantic, weights=(pixel_count * whole).double(), minlength=num_classes
     )
-    band_free = band.valid.reshape(-1) & ~band_owned
-    free_pixels += torch.bincount(band_classes[band_free], minlength=num_classes)
-    free_pixels += torch.bincount(free_classes[free.valid.reshape(-1)], minlength=num_classes)
+    free_pixels += band_free_pixels
+    for run in free.chunks(_BAND_CHUNK_PIXELS if len(free) <= _BAND_CHUNK_PIXELS else _BAND_RUN_PIXELS):
+        free_pixels += torch.bincount(
+            run.read(semantic).reshape(-1)[run.valid.reshape(-1)].long(), minlength=num_classes
+        )
     stuff = stuff_lookup(free_pixels, is_thing, d.stuff_area)
 
     # The maps: per block, then the owned blocks (few), then per pixel where blocks are mixed.
@@ -196,12 +214,168 @@ def _decode_image(
         rows,
         cols,
     )
-    band_owner = placed.owner[num_blocks:]
-    band.write(maps.semantic, torch.where(band_owned, classes[band_owner], stuff[band_classes]))
-    band.write(maps.instance, placed.new_id[band_owner])
-    free.write(maps.semantic, stuff[free_classes])
-    boxes = _segment_boxes(placed, owned_blocks, band_owned.nonzero().squeeze(1), (rows, cols), band)
+    if one_chunk:
+        band_owner = placed.owner[num_blocks:]
+        band.write(maps.semantic, torch.where(band_owned, classes[band_owner], stuff[band_classes]))
+        band.write(maps.instance, placed.new_id[band_owner])
+        boxes = _segment_boxes(placed, owned_blocks, band_owned.nonzero().squeeze(1), (rows, cols), band)
+    else:
+        extents = _write_band_chunks(
+            maps, cell_masks, band, (rows, cols), (rows4, cols4), semantic, placed, classes, stuff,
+            len(q.boxes), d,
+        )  # fmt: skip
+        no_slots = torch.zeros(0, dtype=torch.long, device=device)
+        boxes = _segment_boxes(placed, owned_blocks, no_slots, (rows, cols), band, extents)
+    for run in free.chunks(_BAND_CHUNK_PIXELS if len(free) <= _BAND_CHUNK_PIXELS else _BAND_RUN_PIXELS):
+        run.write(maps.semantic, stuff[run.read(semantic).reshape(-1).long()])
     return maps.result(placed, q, classes, boxes)
+
+
+#: Slots of the band decided per step. A band larger than this (images far larger than the
+#: network input) goes through its per-pixel steps in runs of blocks, so that only one run's
+#: int64 state (pairs, classes, owners, coordinates) exists at a time. An image up to
+#: 1024x2048 (2^21 pixels, a fraction of them in the band) takes the one-step path, as before.
+_BAND_CHUNK_PIXELS = 1 << 22
+#: Slots per run of a band larger than :data:`_BAND_CHUNK_PIXELS` (a free band: of any size):
+#: small enough that a run's temporaries stay within a fraction of the output maps.
+_BAND_RUN_PIXELS = 1 << 20
+
+
+def _place_band_chunks(
+    cell_masks: CellMasks,
+    band: Band,
+    axes: tuple[AxisBlocks, AxisBlocks],
+    sampling: tuple[AxisSampling, AxisSampling],
+    semantic: Tensor,
+    block_pairs: tuple[Tensor, Tensor],
+    block_weights: Tensor,
+    num_queries: int,
+    num_classes: int,
+    d: DecoderConfig,
+) -> tuple[Placement, Tensor]:
+    """Rule 1 over the blocks and a band too large for one step, run by run.
+
+    Rule 1 sees a pixel only through the set of masks it lies in, so the band's pixels are
+    counted per distinct (mask set, semantic class) over all runs first; those counts are the
+    band's units, with exactly the areas and overlaps of its pixels. Owners per pixel then
+    follow from the kept instances alone (:func:`_write_band_chunks`).
+
+    Returns:
+        the placement over ``[R * C]`` blocks then the units, and ``[C]`` int64 free band
+        pixels per semantic class.
+    """
+    num_words = cell_masks.words.shape[-1]
+    keys, counts = [], []
+    for run in band.chunks(_BAND_RUN_PIXELS):
+        distinct, count = _count_run(cell_masks, run, axes, sampling, semantic, num_words, d.mask_thresh)
+        keys.append(distinct)
+        counts.append(count)
+    keys, inverse = _distinct_rows(torch.cat(keys))  # [S, words + 1]
+    weights = torch.zeros(len(keys), dtype=torch.long, device=keys.device)
+    weights.index_add_(0, inverse, torch.cat(counts))  # [S] pixels of each unit
+    units, queries = word_members(keys[:, :num_words])
+    num_blocks = len(block_weights)
+    placed = place_instances(
+        torch.cat((block_pairs[0], units + num_blocks)),
+        torch.cat((block_pairs[1], queries)),
+        num_queries,
+        torch.cat((block_weights, weights)),
+        d.overlap_threshold,
+    )
+    free = ~placed.owned[num_blocks:]
+    free_pixels = torch.zeros(num_classes, dtype=torch.long, device=keys.device)
+    return placed, free_pixels.index_add_(0, keys[:, -1][free], weights[free])
+
+
+def _write_band_chunks(
+    maps: _Maps,
+    cell_masks: CellMasks,
+    band: Band,
+    axes: tuple[AxisBlocks, AxisBlocks],
+    sampling: tuple[AxisSampling, AxisSampling],
+    semantic: Tensor,
+    placed: Placement,
+    classes: Tensor,
+    stuff: Tensor,
+    num_queries: int,
+    d: DecoderConfig,
+) -> tuple[Tensor, Tensor]:
+    """Write the band run by run (M_j read again, owners from the kept instances).
+
+    Returns:
+        ``[2, K']`` lowest ``(x, y)`` and highest ``(x + 1, y + 1)`` of each kept instance's
+        band pixels (see :func:`_extents`).
+    """
+    keep = placed.new_id[:num_queries] > 0
+    extents = None
+    for run in band.chunks(_BAND_RUN_PIXELS):
+        extents = _write_run(
+            maps, cell_masks, run, axes, sampling, semantic, placed, keep, classes, stuff, d, extents
+        )
+    return extents
+
+
+def _count_run(
+    cell_masks: CellMasks,
+    run: Band,
+    axes: tuple[AxisBlocks, AxisBlocks],
+    sampling: tuple[AxisSampling, AxisSampling],
+    semantic: Tensor,
+    num_words: int,
+    mask_thresh: float,
+) -> tuple[Tensor, Tensor]:
+    """The distinct ``(mask words..., class)`` rows of a run's pixels and their pixel counts
+    (a function, so that a run's per-pixel tensors are gone before the next run's exist)."""
+    slots, queries = band_mask_pairs(cell_masks, run, axes, sampling, mask_thresh)
+    valid = run.valid.reshape(-1)
+    words = membership_words(slots, queries, len(run), num_words)[valid]  # [n, words]
+    del slots, queries
+    rows = torch.cat((words, run.read(semantic).reshape(-1)[valid].long()[:, None]), 1)  # [n, words + 1]
+    del words
+    distinct, inverse = _distinct_rows(rows)
+    return distinct, torch.bincount(inverse, minlength=len(distinct))
+
+
+def _distinct_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
+    """``torch.unique(rows, dim=0, return_inverse=True)`` in some order of the distinct rows,
+    column by column (a 1-D unique per column is many times faster than ``unique_dim``)."""
+    key = torch.zeros(len(rows), dtype=torch.long, device=rows.device)
+    for column in rows.unbind(1):
+        values, inverse = torch.unique(column, return_inverse=True)
+        key = torch.unique(key * len(values) + inverse, return_inverse=True)[1]  # < len(rows)
+    num_distinct = int(key.max()) + 1 if len(key) else 0
+    first = torch.zeros(num_distinct, dtype=torch.long, device=rows.device)
+    first.scatter_(0, key, torch.arange(len(key), device=rows.device))  # a row of each
+    return rows[first], key
+
+
+def _write_run(
+    maps: _Maps,
+    cell_masks: CellMasks,
+    run: Band,
+    axes: tuple[AxisBlocks, AxisBlocks],
+    sampling: tuple[AxisSampling, AxisSampling],
+    semantic: Tensor,
+    placed: Placement,
+    keep: Tensor,
+    classes: Tensor,
+    stuff: Tensor,
+    d: DecoderConfig,
+    extents: tuple[Tensor, Tensor] | None,
+) -> tuple[Tensor, Tensor]:
+    """One run of :func:`_write_band_chunks`; returns ``extents`` with the run's owned pixels."""
+    slots, queries = band_mask_pairs(cell_masks, run, axes, sampling, d.mask_thresh)
+    owner = first_kept(slots, queries, keep, len(run))  # [n], K = none
+    del slots, queries
+    owned = owner < len(keep)
+    run_classes = run.read(semantic).reshape(-1).long()
+    run.write(maps.semantic, torch.where(owned, classes[owner], stuff[run_classes]))
+    del run_classes
+    run.write(maps.instance, placed.new_id[owner])
+    owned_slots = owned.nonzero().squeeze(1)
+    y, x = run.coordinates(owned_slots)
+    ids = placed.new_id[owner[owned_slots]] - 1
+    return _extents(ids, (x, y, x + 1, y + 1), len(placed.kept), extents)
 
 
 def _cell_masks(
@@ -311,12 +485,18 @@ class _Maps:
 
 
 def _segment_boxes(
-    placed: Placement, blocks: Tensor, slots: Tensor, axes: tuple[AxisBlocks, AxisBlocks], band: Band
+    placed: Placement,
+    blocks: Tensor,
+    slots: Tensor,
+    axes: tuple[AxisBlocks, AxisBlocks],
+    band: Band,
+    extents: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """Tight ``[K', 4]`` xyxy boxes (x2, y2 exclusive) of the kept instances, from the units they own.
 
     Args:
-        blocks: ``[B']`` the owned blocks (flat indices); slots: ``[P']`` the owned band slots.
+        blocks: ``[B']`` the owned blocks (flat indices); slots: ``[P']`` the owned band slots;
+        extents: those of further pixels (:func:`_extents`), if any.
     """
     rows, cols = axes
     a, b = blocks // len(cols), blocks % len(cols)
@@ -327,12 +507,24 @@ def _segment_boxes(
     y1 = torch.cat((rows.start[a] + rows.length[a], y + 1))
     owners = torch.cat((placed.owner[blocks], placed.owner[len(rows) * len(cols) + slots]))
     ids = placed.new_id[owners] - 1
-    count = len(placed.kept)
-    lows = torch.full((2, count), torch.iinfo(torch.long).max, dtype=torch.long, device=ids.device)
-    highs = torch.zeros((2, count), dtype=torch.long, device=ids.device)
+    lows, highs = _extents(ids, (x0, y0, x1, y1), len(placed.kept), extents)
+    return torch.stack((lows[0], lows[1], highs[0], highs[1]), dim=1).float()
+
+
+def _extents(
+    ids: Tensor, xyxy: tuple[Tensor, Tensor, Tensor, Tensor], count: int, start: tuple[Tensor, Tensor] | None
+) -> tuple[Tensor, Tensor]:
+    """``[2, count]`` lowest ``(x0, y0)`` and highest ``(x1, y1)`` per id of ``[n]`` boxes ``xyxy``,
+    taken together with ``start`` (if given)."""
+    x0, y0, x1, y1 = xyxy
+    if start is None:
+        lows = torch.full((2, count), torch.iinfo(torch.long).max, dtype=torch.long, device=ids.device)
+        highs = torch.zeros((2, count), dtype=torch.long, device=ids.device)
+    else:
+        lows, highs = start
     lows = lows.scatter_reduce(1, ids[None].expand(2, -1), torch.stack((x0, y0)), reduce="amin")
     highs = highs.scatter_reduce(1, ids[None].expand(2, -1), torch.stack((x1, y1)), reduce="amax")
-    return torch.stack((lows[0], lows[1], highs[0], highs[1]), dim=1).float()
+    return lows, highs
 
 
 def _image_sizes(

@@ -14,7 +14,7 @@ band along boundaries, handled here as dense ``[n, h, w]`` tensors over blocks o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -97,6 +97,23 @@ class CellMasks:
         return (words >> queries % _WORD_BITS) & 1 == 1
 
 
+def membership_words(slots: Tensor, queries: Tensor, num_slots: int, num_words: int) -> Tensor:
+    """``[num_slots, num_words]`` int64 bit sets of (slot, query) pairs (each pair once), as
+    :attr:`CellMasks.words`: equal words mean equal memberships."""
+    words = torch.zeros(num_slots * num_words, dtype=torch.long, device=slots.device)
+    bits = torch.ones_like(queries) << queries % _WORD_BITS
+    words.index_add_(0, slots * num_words + queries // _WORD_BITS, bits)
+    return words.view(num_slots, num_words)
+
+
+def word_members(words: Tensor) -> tuple[Tensor, Tensor]:
+    """The (row, query) pairs of ``[S, num_words]`` bit sets, by row then query."""
+    bits = torch.arange(_WORD_BITS, device=words.device)
+    member = (words[:, :, None] >> bits) & 1 == 1  # [S, num_words, 63]
+    rows, queries = member.view(len(words), -1).nonzero().unbind(1)
+    return rows, queries
+
+
 @dataclass
 class Band:
     """Blocks decided pixel by pixel, laid out as one padded ``[M, h, w]`` grid of pixels.
@@ -134,6 +151,16 @@ class Band:
 
     def __len__(self) -> int:
         return self.valid.numel()
+
+    def chunks(self, max_slots: int) -> Iterator[Band]:
+        """The band cut into runs of consecutive blocks of at most ``max_slots`` slots each
+        (one block at least), one at a time, so that per-pixel work holds one run's state."""
+        step = max(1, max_slots // max(1, self.valid[0].numel())) if len(self.blocks) else 1
+        for i in range(0, len(self.blocks), step):
+            yield Band(
+                blocks=self.blocks[i : i + step], y=self.y[i : i + step], x=self.x[i : i + step],
+                valid=self.valid[i : i + step],
+            )  # fmt: skip
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -246,7 +273,9 @@ def semantic_at_pixels(
         h, w = shape // span, shape % span
         # Squares a few at a time: an image far larger than the network input has squares of
         # 10^5 pixels, and all of them at once would take gigabytes of float temporaries.
-        for members in (inverse == k).nonzero().squeeze(1).split(max(1, _CHUNK_PIXELS // (h * w))):
+        squares = (inverse == k).nonzero().squeeze(1)
+        step = _CHUNK_PIXELS if len(squares) * h * w <= _CHUNK_PIXELS else _RUN_PIXELS
+        for members in squares.split(max(1, step // (h * w))):
             y = rows.start[a[members]][:, None] + torch.arange(h, device=a.device)  # [n, h]
             x = cols.start[b[members]][:, None] + torch.arange(w, device=a.device)  # [n, w]
             found = _square_argmax(
@@ -259,6 +288,9 @@ def semantic_at_pixels(
 #: Pixels :func:`semantic_at_pixels` evaluates per step (bounds its temporaries: ~20 MB per
 #: candidate class and float32 tensor; an image of 1024x2048 at its own input size needs one).
 _CHUNK_PIXELS = 1 << 22
+#: Pixels per step when there are more than :data:`_CHUNK_PIXELS` (images far larger than the
+#: network input): their temporaries then stay a fraction of the output maps.
+_RUN_PIXELS = 1 << 20
 
 
 def _square_argmax(logits8: Tensor, squares: tuple[Tensor, Tensor], fy: Tensor, fx: Tensor) -> Tensor:
