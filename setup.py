@@ -23,6 +23,7 @@ CONSOLE_SCRIPTS = [
     "rt-panoptic-bench = rt_panoptic_ros.cli:bench_main",
     "rt-panoptic-bag = rt_panoptic_ros.cli:bag_main",
     "panoptic_node = rt_panoptic_ros.ros.node:main",
+    "panoptic_lifecycle_node = rt_panoptic_ros.ros.lifecycle_node:main",
     "rt-panoptic-demo = rt_panoptic_ros.ros.testing.demo:main",
     "rt-panoptic-eval = rt_panoptic_ros.training.evaluate:main",
     "rt-panoptic-synth = rt_panoptic_ros.training.data.synthetic:main",

@@ -5,7 +5,12 @@
 
 Arguments: image (input topic, remapped onto the node's ``image``), namespace (of the node and
 its outputs), params_file (a preset from config/), model, backend, device (override the
-preset when not empty), use_sim_time (true for ``ros2 bag play --clock``), dds_profile.
+preset when not empty), use_sim_time (true for ``ros2 bag play --clock``), dds_profile,
+lifecycle.
+
+lifecycle (default false): start ``panoptic_lifecycle_node`` instead, a managed node with the
+same name, parameters and topics that waits unconfigured for ``configure`` and ``activate``
+(``ros2 lifecycle set``, or a lifecycle manager such as Nav2's); README, "Lifecycle".
 
 dds_profile (default true): the node's process uses the shipped Fast DDS profile for large
 images (config/fastdds_large_images.xml), which the node applies to itself before creating its
@@ -16,7 +21,7 @@ camera driver's process the same file (README, "Large images over DDS").
 
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
@@ -30,6 +35,7 @@ ARGUMENTS = {
     "device": ("", "cpu, cuda:0, ...; empty = the preset's"),
     "use_sim_time": ("false", "use /clock (bag replay)"),
     "dds_profile": ("true", "true: the node's process uses config/fastdds_large_images.xml (Fast DDS)"),
+    "lifecycle": ("false", "true: panoptic_lifecycle_node, a managed node that starts unconfigured"),
 }
 
 
@@ -42,10 +48,13 @@ def _node(context, *args, **kwargs):
     overrides["use_sim_time"] = value["use_sim_time"].lower() == "true"
     # The node applies the profile itself (rt_panoptic_ros/ros/dds_profile.py); this only turns it off.
     environment = {} if value["dds_profile"].lower() == "true" else {"RT_PANOPTIC_DDS_PROFILE": "off"}
+    managed = value["lifecycle"].lower() == "true"
+    # launch_ros's LifecycleNode takes the same arguments as Node and its namespace is required.
+    kind, executable = (LifecycleNode, "panoptic_lifecycle_node") if managed else (Node, "panoptic_node")
     return [
-        Node(
+        kind(
             package="rt_panoptic_ros",
-            executable="panoptic_node",
+            executable=executable,
             name="panoptic_node",
             namespace=value["namespace"],
             parameters=[params_file, overrides],

@@ -187,9 +187,14 @@ class Spinner:
         self.thread.join(timeout=5.0)
 
 
-def node_command(parameters: Mapping[str, Any], remaps: Mapping[str, str] | None = None) -> list[str]:
-    """Command line of the ``panoptic_node`` executable with ROS parameters and remappings."""
-    exe = shutil.which("panoptic_node", path=str(Path(sys.executable).parent)) or "panoptic_node"
+def node_command(
+    parameters: Mapping[str, Any],
+    remaps: Mapping[str, str] | None = None,
+    executable: str = "panoptic_node",
+) -> list[str]:
+    """Command line of the node's ``executable`` (or ``panoptic_lifecycle_node``) with ROS
+    parameters and remappings."""
+    exe = shutil.which(executable, path=str(Path(sys.executable).parent)) or executable
     args = [exe, "--ros-args"]
     for name, value in parameters.items():
         args += ["-p", f"{name}:={_ros_value(value)}"]
@@ -203,14 +208,16 @@ def start_node(
     remaps: Mapping[str, str] | None = None,
     log: Path | None = None,
     env: Mapping[str, str] | None = None,
+    executable: str = "panoptic_node",
 ) -> subprocess.Popen:
     """Start the panoptic node as its own process (output to ``log`` or inherited).
 
-    ``env``: the process environment (default: this process's).
+    ``env``: the process environment (default: this process's); ``executable``:
+    ``panoptic_lifecycle_node`` for the lifecycle variant.
     """
     out = open(log, "w") if log else None  # closed by stop_node
     process = subprocess.Popen(
-        node_command(parameters, remaps),
+        node_command(parameters, remaps, executable),
         stdout=out,
         stderr=subprocess.STDOUT if out else None,
         env=dict(os.environ if env is None else env),
