@@ -25,7 +25,7 @@ from conftest import TRI_REFERENCE
 from reference_decoder import query_mask_probabilities, reference_decode, sample
 from scenes import CAR, PERSON, Obj, centre_seed, make_outputs, random_outputs, scene_config
 
-import rt_panoptic_ros.panoptic.decoder as decoder_module
+import rt_panoptic_ros.panoptic.band_runs as band_runs
 import rt_panoptic_ros.panoptic.pixels as pixels_module
 from rt_panoptic_ros.config import preset
 from rt_panoptic_ros.model import HeadOutputs
@@ -95,12 +95,12 @@ def test_band_in_tiny_runs_equals_the_band_in_one_step(seed, monkeypatch):
         overlap_threshold=0.3,
     )  # fmt: skip
     runs = []
-    write_runs = decoder_module._write_band_chunks
-    monkeypatch.setattr(decoder_module, "_write_band_chunks", lambda *a: runs.append(a[2]) or write_runs(*a))
+    write_runs = band_runs.write_band_in_runs
+    monkeypatch.setattr(band_runs, "write_band_in_runs", lambda *a: runs.append(a[2]) or write_runs(*a))
     content, size = [((128, 256), (300, 500)), ((100, 230), (211, 333))][seed]
     one_step = decode(out, cfg, content, size)[0]
     assert not runs and len(one_step.segments) >= 3
-    for module, name in [(decoder_module, "_BAND_CHUNK_PIXELS"), (decoder_module, "_BAND_RUN_PIXELS"),
+    for module, name in [(band_runs, "CHUNK_PIXELS"), (band_runs, "RUN_PIXELS"),
                          (pixels_module, "_CHUNK_PIXELS"), (pixels_module, "_RUN_PIXELS")]:  # fmt: skip
         monkeypatch.setattr(module, name, 3000)
     in_runs = decode(out, cfg, content, size)[0]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -32,25 +31,23 @@ from torch import Tensor
 
 from rt_panoptic_ros.config import Config, DecoderConfig
 from rt_panoptic_ros.errors import InputError
+from rt_panoptic_ros.panoptic import band_runs
 from rt_panoptic_ros.panoptic.boxes import BOX_MAP_STRIDE, box_iou, box_levels, clip_boxes, dense_boxes_at
-from rt_panoptic_ros.panoptic.fusion import Placement, first_kept, place_instances, stuff_lookup
+from rt_panoptic_ros.panoptic.fusion import place_instances, stuff_lookup
 from rt_panoptic_ros.panoptic.masks import Queries, instance_masks, select_queries
+from rt_panoptic_ros.panoptic.output_maps import OutputMaps, segment_boxes
 from rt_panoptic_ros.panoptic.pixels import (
     Band,
     CellMasks,
     band_mask_pairs,
-    membership_words,
     semantic_at_pixels,
-    word_members,
 )
-from rt_panoptic_ros.panoptic.result import PanopticResult, Segment
+from rt_panoptic_ros.panoptic.result import PanopticResult
 from rt_panoptic_ros.panoptic.sampling import (
-    AxisBlocks,
     AxisSampling,
     any_in_windows,
     axis_sampling,
     corner_disagreement,
-    fill_blocks,
 )
 
 ImageSize = tuple[int, int]
@@ -162,10 +159,10 @@ def _decode_image(
     band = Band.of(block_mask_mixed, rows, cols)
     num_blocks = len(pixel_count)
     num_classes = len(is_thing)
-    maps = _Maps.allocate(cfg)
+    maps = OutputMaps.allocate(cfg)
     semantic = semantic_at_pixels(logits8, semantic8, semantic_mixed, (rows8, cols8), maps.semantic_dtype)
     block_weights = pixel_count * agree
-    one_chunk = len(band) <= _BAND_CHUNK_PIXELS  # else runs of blocks, rule 1 over mask sets
+    one_chunk = len(band) <= band_runs.CHUNK_PIXELS  # else runs of blocks, rule 1 over mask sets
     if one_chunk:
         band_pairs = band_mask_pairs(cell_masks, band, (rows, cols), (rows4, cols4), d.mask_thresh)
         placed = place_instances(
@@ -180,7 +177,7 @@ def _decode_image(
         band_free = band.valid.reshape(-1) & ~band_owned
         band_free_pixels = torch.bincount(band_classes[band_free], minlength=num_classes)
     else:
-        placed, band_free_pixels = _place_band_chunks(
+        placed, band_free_pixels = band_runs.place_band_in_runs(
             cell_masks, band, (rows, cols), (rows4, cols4), semantic, block_pairs, block_weights,
             len(q.boxes), num_classes, d,
         )  # fmt: skip
@@ -197,7 +194,9 @@ def _decode_image(
         block_semantic, weights=(pixel_count * whole).double(), minlength=num_classes
     )
     free_pixels += band_free_pixels
-    for run in free.chunks(_BAND_CHUNK_PIXELS if len(free) <= _BAND_CHUNK_PIXELS else _BAND_RUN_PIXELS):
+    for run in free.chunks(
+        band_runs.CHUNK_PIXELS if len(free) <= band_runs.CHUNK_PIXELS else band_runs.RUN_PIXELS
+    ):
         free_pixels += torch.bincount(
             run.read(semantic).reshape(-1)[run.valid.reshape(-1)].long(), minlength=num_classes
         )
@@ -218,164 +217,19 @@ def _decode_image(
         band_owner = placed.owner[num_blocks:]
         band.write(maps.semantic, torch.where(band_owned, classes[band_owner], stuff[band_classes]))
         band.write(maps.instance, placed.new_id[band_owner])
-        boxes = _segment_boxes(placed, owned_blocks, band_owned.nonzero().squeeze(1), (rows, cols), band)
+        boxes = segment_boxes(placed, owned_blocks, band_owned.nonzero().squeeze(1), (rows, cols), band)
     else:
-        extents = _write_band_chunks(
+        extents = band_runs.write_band_in_runs(
             maps, cell_masks, band, (rows, cols), (rows4, cols4), semantic, placed, classes, stuff,
             len(q.boxes), d,
         )  # fmt: skip
         no_slots = torch.zeros(0, dtype=torch.long, device=device)
-        boxes = _segment_boxes(placed, owned_blocks, no_slots, (rows, cols), band, extents)
-    for run in free.chunks(_BAND_CHUNK_PIXELS if len(free) <= _BAND_CHUNK_PIXELS else _BAND_RUN_PIXELS):
+        boxes = segment_boxes(placed, owned_blocks, no_slots, (rows, cols), band, extents)
+    for run in free.chunks(
+        band_runs.CHUNK_PIXELS if len(free) <= band_runs.CHUNK_PIXELS else band_runs.RUN_PIXELS
+    ):
         run.write(maps.semantic, stuff[run.read(semantic).reshape(-1).long()])
     return maps.result(placed, q, classes, boxes)
-
-
-#: Slots of the band decided per step. A band larger than this (images far larger than the
-#: network input) goes through its per-pixel steps in runs of blocks, so that only one run's
-#: int64 state (pairs, classes, owners, coordinates) exists at a time. An image up to
-#: 1024x2048 (2^21 pixels, a fraction of them in the band) takes the one-step path, as before.
-_BAND_CHUNK_PIXELS = 1 << 22
-#: Slots per run of a band larger than :data:`_BAND_CHUNK_PIXELS` (a free band: of any size):
-#: small enough that a run's temporaries stay within a fraction of the output maps.
-_BAND_RUN_PIXELS = 1 << 20
-
-
-def _place_band_chunks(
-    cell_masks: CellMasks,
-    band: Band,
-    axes: tuple[AxisBlocks, AxisBlocks],
-    sampling: tuple[AxisSampling, AxisSampling],
-    semantic: Tensor,
-    block_pairs: tuple[Tensor, Tensor],
-    block_weights: Tensor,
-    num_queries: int,
-    num_classes: int,
-    d: DecoderConfig,
-) -> tuple[Placement, Tensor]:
-    """Rule 1 over the blocks and a band too large for one step, run by run.
-
-    Rule 1 sees a pixel only through the set of masks it lies in, so the band's pixels are
-    counted per distinct (mask set, semantic class) over all runs first; those counts are the
-    band's units, with exactly the areas and overlaps of its pixels. Owners per pixel then
-    follow from the kept instances alone (:func:`_write_band_chunks`).
-
-    Returns:
-        the placement over ``[R * C]`` blocks then the units, and ``[C]`` int64 free band
-        pixels per semantic class.
-    """
-    num_words = cell_masks.words.shape[-1]
-    keys, counts = [], []
-    for run in band.chunks(_BAND_RUN_PIXELS):
-        distinct, count = _count_run(cell_masks, run, axes, sampling, semantic, num_words, d.mask_thresh)
-        keys.append(distinct)
-        counts.append(count)
-    keys, inverse = _distinct_rows(torch.cat(keys))  # [S, words + 1]
-    weights = torch.zeros(len(keys), dtype=torch.long, device=keys.device)
-    weights.index_add_(0, inverse, torch.cat(counts))  # [S] pixels of each unit
-    units, queries = word_members(keys[:, :num_words])
-    num_blocks = len(block_weights)
-    placed = place_instances(
-        torch.cat((block_pairs[0], units + num_blocks)),
-        torch.cat((block_pairs[1], queries)),
-        num_queries,
-        torch.cat((block_weights, weights)),
-        d.overlap_threshold,
-    )
-    free = ~placed.owned[num_blocks:]
-    free_pixels = torch.zeros(num_classes, dtype=torch.long, device=keys.device)
-    return placed, free_pixels.index_add_(0, keys[:, -1][free], weights[free])
-
-
-def _write_band_chunks(
-    maps: _Maps,
-    cell_masks: CellMasks,
-    band: Band,
-    axes: tuple[AxisBlocks, AxisBlocks],
-    sampling: tuple[AxisSampling, AxisSampling],
-    semantic: Tensor,
-    placed: Placement,
-    classes: Tensor,
-    stuff: Tensor,
-    num_queries: int,
-    d: DecoderConfig,
-) -> tuple[Tensor, Tensor]:
-    """Write the band run by run (M_j read again, owners from the kept instances).
-
-    Returns:
-        ``[2, K']`` lowest ``(x, y)`` and highest ``(x + 1, y + 1)`` of each kept instance's
-        band pixels (see :func:`_extents`).
-    """
-    keep = placed.new_id[:num_queries] > 0
-    extents = None
-    for run in band.chunks(_BAND_RUN_PIXELS):
-        extents = _write_run(
-            maps, cell_masks, run, axes, sampling, semantic, placed, keep, classes, stuff, d, extents
-        )
-    return extents
-
-
-def _count_run(
-    cell_masks: CellMasks,
-    run: Band,
-    axes: tuple[AxisBlocks, AxisBlocks],
-    sampling: tuple[AxisSampling, AxisSampling],
-    semantic: Tensor,
-    num_words: int,
-    mask_thresh: float,
-) -> tuple[Tensor, Tensor]:
-    """The distinct ``(mask words..., class)`` rows of a run's pixels and their pixel counts
-    (a function, so that a run's per-pixel tensors are gone before the next run's exist)."""
-    slots, queries = band_mask_pairs(cell_masks, run, axes, sampling, mask_thresh)
-    valid = run.valid.reshape(-1)
-    words = membership_words(slots, queries, len(run), num_words)[valid]  # [n, words]
-    del slots, queries
-    rows = torch.cat((words, run.read(semantic).reshape(-1)[valid].long()[:, None]), 1)  # [n, words + 1]
-    del words
-    distinct, inverse = _distinct_rows(rows)
-    return distinct, torch.bincount(inverse, minlength=len(distinct))
-
-
-def _distinct_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
-    """``torch.unique(rows, dim=0, return_inverse=True)`` in some order of the distinct rows,
-    column by column (a 1-D unique per column is many times faster than ``unique_dim``)."""
-    key = torch.zeros(len(rows), dtype=torch.long, device=rows.device)
-    for column in rows.unbind(1):
-        values, inverse = torch.unique(column, return_inverse=True)
-        key = torch.unique(key * len(values) + inverse, return_inverse=True)[1]  # < len(rows)
-    num_distinct = int(key.max()) + 1 if len(key) else 0
-    first = torch.zeros(num_distinct, dtype=torch.long, device=rows.device)
-    first.scatter_(0, key, torch.arange(len(key), device=rows.device))  # a row of each
-    return rows[first], key
-
-
-def _write_run(
-    maps: _Maps,
-    cell_masks: CellMasks,
-    run: Band,
-    axes: tuple[AxisBlocks, AxisBlocks],
-    sampling: tuple[AxisSampling, AxisSampling],
-    semantic: Tensor,
-    placed: Placement,
-    keep: Tensor,
-    classes: Tensor,
-    stuff: Tensor,
-    d: DecoderConfig,
-    extents: tuple[Tensor, Tensor] | None,
-) -> tuple[Tensor, Tensor]:
-    """One run of :func:`_write_band_chunks`; returns ``extents`` with the run's owned pixels."""
-    slots, queries = band_mask_pairs(cell_masks, run, axes, sampling, d.mask_thresh)
-    owner = first_kept(slots, queries, keep, len(run))  # [n], K = none
-    del slots, queries
-    owned = owner < len(keep)
-    run_classes = run.read(semantic).reshape(-1).long()
-    run.write(maps.semantic, torch.where(owned, classes[owner], stuff[run_classes]))
-    del run_classes
-    run.write(maps.instance, placed.new_id[owner])
-    owned_slots = owned.nonzero().squeeze(1)
-    y, x = run.coordinates(owned_slots)
-    ids = placed.new_id[owner[owned_slots]] - 1
-    return _extents(ids, (x, y, x + 1, y + 1), len(placed.kept), extents)
 
 
 def _cell_masks(
@@ -447,84 +301,6 @@ def _tile_index(cells: Tensor, width: int) -> Tensor:
     """Row-major index of the ``_TILE x _TILE`` tile of each cell of a grid ``width`` wide."""
     rows, cols = cells // width, cells % width
     return (rows // _TILE) * ((width + _TILE - 1) // _TILE) + cols // _TILE
-
-
-@dataclass
-class _Maps:
-    """The ``[H, W]`` output maps, written per block, then per band pixel (:class:`Band`)."""
-
-    semantic_dtype: torch.dtype
-    instance_dtype: torch.dtype
-    semantic: Tensor | None = None
-    instance: Tensor | None = None
-
-    @classmethod
-    def allocate(cls, cfg: Config) -> _Maps:
-        return cls(
-            semantic_dtype=torch.uint8 if cfg.dataset.num_classes <= 255 else torch.int32,
-            instance_dtype=torch.int16 if cfg.decoder.max_detections <= 32767 else torch.int32,
-        )
-
-    def fill(self, semantic: Tensor, instance: Tensor, rows: AxisBlocks, cols: AxisBlocks) -> None:
-        """Per-block values ``[R * C]`` over the blocks' pixels."""
-        shape = (len(rows), len(cols))
-        self.semantic = fill_blocks(semantic.to(self.semantic_dtype).view(shape), rows, cols)
-        self.instance = fill_blocks(instance.to(self.instance_dtype).view(shape), rows, cols)
-
-    def result(self, placed: Placement, q: Queries, classes: Tensor, boxes: Tensor) -> PanopticResult:
-        """The maps and the segments (one host transfer for all the per-instance numbers)."""
-        columns = zip(
-            classes[placed.kept].tolist(), q.scores[placed.kept].tolist(), boxes.tolist(),
-            placed.areas.tolist(), strict=True,
-        )  # fmt: skip
-        segments = [
-            Segment(id=k, category_id=c, score=s, bbox=tuple(b), area=a)
-            for k, (c, s, b, a) in enumerate(columns, start=1)
-        ]
-        return PanopticResult(semantic=self.semantic, instance=self.instance, segments=segments)
-
-
-def _segment_boxes(
-    placed: Placement,
-    blocks: Tensor,
-    slots: Tensor,
-    axes: tuple[AxisBlocks, AxisBlocks],
-    band: Band,
-    extents: tuple[Tensor, Tensor] | None = None,
-) -> Tensor:
-    """Tight ``[K', 4]`` xyxy boxes (x2, y2 exclusive) of the kept instances, from the units they own.
-
-    Args:
-        blocks: ``[B']`` the owned blocks (flat indices); slots: ``[P']`` the owned band slots;
-        extents: those of further pixels (:func:`_extents`), if any.
-    """
-    rows, cols = axes
-    a, b = blocks // len(cols), blocks % len(cols)
-    y, x = band.coordinates(slots)
-    x0 = torch.cat((cols.start[b], x))
-    y0 = torch.cat((rows.start[a], y))
-    x1 = torch.cat((cols.start[b] + cols.length[b], x + 1))
-    y1 = torch.cat((rows.start[a] + rows.length[a], y + 1))
-    owners = torch.cat((placed.owner[blocks], placed.owner[len(rows) * len(cols) + slots]))
-    ids = placed.new_id[owners] - 1
-    lows, highs = _extents(ids, (x0, y0, x1, y1), len(placed.kept), extents)
-    return torch.stack((lows[0], lows[1], highs[0], highs[1]), dim=1).float()
-
-
-def _extents(
-    ids: Tensor, xyxy: tuple[Tensor, Tensor, Tensor, Tensor], count: int, start: tuple[Tensor, Tensor] | None
-) -> tuple[Tensor, Tensor]:
-    """``[2, count]`` lowest ``(x0, y0)`` and highest ``(x1, y1)`` per id of ``[n]`` boxes ``xyxy``,
-    taken together with ``start`` (if given)."""
-    x0, y0, x1, y1 = xyxy
-    if start is None:
-        lows = torch.full((2, count), torch.iinfo(torch.long).max, dtype=torch.long, device=ids.device)
-        highs = torch.zeros((2, count), dtype=torch.long, device=ids.device)
-    else:
-        lows, highs = start
-    lows = lows.scatter_reduce(1, ids[None].expand(2, -1), torch.stack((x0, y0)), reduce="amin")
-    highs = highs.scatter_reduce(1, ids[None].expand(2, -1), torch.stack((x1, y1)), reduce="amax")
-    return lows, highs
 
 
 def _image_sizes(
