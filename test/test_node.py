@@ -386,6 +386,8 @@ def test_compressed_input_namespace_and_remapping(context, model_file, tmp_path)
         ({"backend": "cuda"}, "backend: 'cuda' is not one of"),
         ({"model": "/nonexistent/model.pt"}, "/nonexistent/model.pt: no such file"),
         ({"input_height": 256}, "input_height/input_width: set both or neither"),
+        ({"cameras": ["front", "front"]}, "cameras: names repeat"),
+        ({"cameras": ["front", "3d"]}, "cameras: '3d' is not a relative topic name"),
         (
             {"backend": "onnxruntime", "precision": "int8", "input_height": 128, "input_width": 256},
             "precision int8: needs calibration images",

@@ -1,4 +1,5 @@
-"""The node's frame pipeline without ROS: stages overlap, keep-latest, config swap, errors, stop.
+"""The node's frame pipeline without ROS: stages overlap, keep-latest, config swap, errors, stop,
+several cameras through one network call.
 
 A real Predictor on the rigged network (it sees instances everywhere); the pipeline's
 callbacks stand for the node's ROS side and record what they are given. Events order the
@@ -16,6 +17,7 @@ import pytest
 from conftest import rigged_model
 
 from rt_panoptic_ros.errors import ImageError
+from rt_panoptic_ros.ros.frame_slot import MultiSlot
 from rt_panoptic_ros.ros.pipeline import STAGES, FramePipeline, Job
 from rt_panoptic_ros.runtime import Predictor
 
@@ -37,7 +39,13 @@ def predictor() -> Predictor:
 class Host:
     """The node's side: messages are ``(name, rgb)``; ``publish`` can be held at a gate."""
 
-    def __init__(self, predictor: Predictor, wanted=("semantic", "instance", "detections", "overlay")):
+    def __init__(
+        self,
+        predictor: Predictor,
+        wanted=("semantic", "instance", "detections", "overlay"),
+        cameras=("",),
+        batch_wait_s: float = 0.0,
+    ):
         self.converted: list[str] = []
         self.published: list[Job] = []
         self.errors: list[tuple[str, BaseException]] = []
@@ -47,8 +55,9 @@ class Host:
         self.stopping = False
         self.wanted = wanted
         self.pipeline = FramePipeline(
-            predictor, predictor.cfg, self.convert, lambda: self.wanted, self.publish,
+            predictor, predictor.cfg, self.convert, lambda camera: self.wanted, self.publish,
             lambda stage, error: self.errors.append((stage, error)), stopping=lambda: self.stopping,
+            cameras=cameras, batch_wait_s=batch_wait_s,
         )  # fmt: skip
 
     def convert(self, message):
@@ -174,3 +183,94 @@ def test_failures_while_stopping_are_not_errors(predictor):
     finally:
         host.pipeline.close()
     assert not any(t.is_alive() for t in host.pipeline._threads)
+
+
+# --- several cameras, one network ------------------------------------------------------------
+
+
+def test_ready_frames_of_all_cameras_share_one_network_call(predictor):
+    """While the stages are busy, each camera keeps its newest frame; then both go in one batch."""
+    host = Host(predictor, cameras=("front", "rear"))
+    host.gate.clear()
+    try:
+        for k in range(3):  # f0 in publish, f1 inferred and waiting, f2 prepared and waiting
+            host.pipeline.put((f"f{k}", frame(k)), "front")
+            assert wait_for(lambda k=k: f"f{k}" in host.converted)
+        host.pipeline.put(("f3", frame(3)), "front")
+        host.pipeline.put(("r3", frame(13, 64, 200)), "rear")  # another size: padded into the batch
+        host.pipeline.put(("f4", frame(4)), "front")  # replaces f3
+        host.gate.set()
+        assert wait_for(lambda: len(host.published) == 5)
+        assert [(j.camera, j.message[0]) for j in host.published] == [
+            ("front", "f0"), ("front", "f1"), ("front", "f2"), ("front", "f4"), ("rear", "r3"),
+        ]  # fmt: skip
+        front, rear = host.published[-2:]
+        assert front.result.semantic.shape == (96, 160) and rear.result.semantic.shape == (64, 200)
+        assert front.times["infer"] == rear.times["infer"], "one network call for both"
+        assert host.pipeline.batches == 4 and host.pipeline.batch_sizes.percentile(100) == 2
+        counters = host.pipeline.cameras
+        assert host.pipeline.slot.dropped == {"front": 1, "rear": 0} and host.pipeline.dropped == 1
+        assert (counters["front"].frames_out, counters["rear"].frames_out) == (4, 1)
+        assert counters["rear"].latency.percentile(50) > 0 and not host.errors
+    finally:
+        host.gate.set()
+        host.pipeline.close()
+
+
+def test_a_camera_without_frames_does_not_hold_the_others(predictor):
+    for wait in (0.0, 0.3):
+        host = Host(predictor, cameras=("front", "rear"), batch_wait_s=wait)
+        try:
+            sent = time.monotonic()
+            host.pipeline.put(("f0", frame(0)), "front")
+            assert wait_for(lambda host=host: len(host.published) == 1, 10.0)
+            waited = time.monotonic() - sent
+            assert host.published[0].camera == "front" and host.pipeline.cameras["rear"].frames_out == 0
+            assert waited >= wait, "batch_wait_s: it waited for the rear camera"
+            assert waited < wait + 5.0
+        finally:
+            host.pipeline.close()
+
+
+def test_batch_wait_collects_a_camera_that_is_a_little_late(predictor):
+    host = Host(predictor, cameras=("front", "rear"), batch_wait_s=5.0)
+    try:
+        host.pipeline.put(("f0", frame(0)), "front")
+        time.sleep(0.2)
+        host.pipeline.put(("r0", frame(1)), "rear")
+        assert wait_for(lambda: len(host.published) == 2, 4.0), "the rear frame ended the wait"
+        assert host.pipeline.batches == 1
+        assert {j.camera for j in host.published} == {"front", "rear"}
+    finally:
+        host.pipeline.close()
+
+
+def test_a_camera_nobody_listens_to_is_skipped_alone(predictor):
+    host = Host(predictor, cameras=("front", "rear"))
+    host.wanted_by_camera = {"front": ("semantic",), "rear": ()}
+    host.pipeline._wanted = lambda camera: host.wanted_by_camera[camera]
+    try:
+        host.pipeline.put(("f0", frame(0)), "front")
+        host.pipeline.put(("r0", frame(1)), "rear")
+        assert wait_for(lambda: len(host.published) == 1 and host.pipeline.skipped >= 1)
+        assert host.published[0].camera == "front" and host.published[0].wanted == {"semantic"}
+    finally:
+        host.pipeline.close()
+
+
+def test_multi_slot_waits_at_most_batch_wait_from_the_first_frame():
+    slot = MultiSlot(("a", "b", "c"))
+    slot.put("a", "a0")
+    time.sleep(0.1)  # already waited 0.1 of the 0.3 s
+    started = time.monotonic()
+    frames = slot.take(wait_s=0.3)
+    assert list(frames) == ["a"] and 0.1 <= time.monotonic() - started < 0.3
+    slot.put("b", "b0")
+    slot.put("b", "b1")
+    slot.put("c", "c0")
+    frames = slot.take()  # nothing to wait for: what is there, in camera order
+    assert {c: f.message for c, f in frames.items()} == {"b": "b1", "c": "c0"}
+    assert slot.dropped == {"a": 0, "b": 1, "c": 0}
+    assert slot.take(timeout=0.05) is None
+    slot.close()
+    assert slot.take() is None

@@ -1,4 +1,4 @@
-"""A keep-latest slot between the subscription callback and the inference thread.
+"""Keep-latest slots between the subscription callbacks and the inference thread.
 
 A camera publishes faster than a CPU can segment; queueing frames would make every output
 later than the one before (the existing ROS wrapper of this paper lags this way). The slot
@@ -45,6 +45,59 @@ class FrameSlot:
             self._condition.wait_for(lambda: self._frame is not None or self._closed, timeout)
             frame, self._frame = self._frame, None
             return None if self._closed else frame
+
+    def close(self) -> None:
+        """Wake the consumer for good (shutdown)."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+
+
+class MultiSlot:
+    """One keep-latest slot per camera, taken together: the newest frame of every camera.
+
+    Each camera keeps only its newest frame (a waiting one that is replaced is counted in
+    :attr:`dropped` for that camera); :meth:`take` returns the frames of all cameras that have
+    one, so several cameras share one network call. A camera that sends nothing never holds
+    the others up longer than ``wait_s``.
+    """
+
+    def __init__(self, cameras: tuple[str, ...] = ("",)) -> None:
+        self.cameras = tuple(cameras)
+        self._condition = threading.Condition()
+        self._frames: dict[str, Frame | None] = dict.fromkeys(self.cameras)
+        self._closed = False
+        self.dropped: dict[str, int] = dict.fromkeys(self.cameras, 0)
+
+    def put(self, camera: str, message: Any) -> None:
+        """Hand over ``camera``'s frame (never blocks); its waiting frame is replaced and counted."""
+        with self._condition:
+            if self._frames[camera] is not None:
+                self.dropped[camera] += 1
+            self._frames[camera] = Frame(message, time.monotonic())
+            self._condition.notify_all()
+
+    def take(self, wait_s: float = 0.0, timeout: float | None = None) -> dict[str, Frame] | None:
+        """The waiting frames, camera -> frame in camera order (blocks until there is one).
+
+        ``wait_s`` > 0: once a frame waits, wait for the other cameras' frames until that frame
+        has waited ``wait_s`` (measured from its arrival, so a frame never waits longer than
+        that for company). ``None`` after :meth:`close` or when ``timeout`` passes.
+        """
+        with self._condition:
+            self._condition.wait_for(lambda: self._closed or any(self._frames.values()), timeout)
+            if self._closed or not any(self._frames.values()):
+                return None
+            if wait_s > 0 and not all(self._frames.values()):
+                oldest = min(f.received for f in self._frames.values() if f is not None)
+                left = oldest + wait_s - time.monotonic()
+                if left > 0:
+                    self._condition.wait_for(lambda: self._closed or all(self._frames.values()), left)
+                if self._closed:
+                    return None
+            frames = {c: f for c, f in self._frames.items() if f is not None}
+            self._frames = dict.fromkeys(self.cameras)
+            return frames
 
     def close(self) -> None:
         """Wake the consumer for good (shutdown)."""

@@ -54,9 +54,16 @@ def diagnostics_msg(
     header: Header, name: str, hardware_id: str, level: bytes, message: str, values: Mapping[str, object]
 ) -> DiagnosticArray:
     """A ``DiagnosticArray`` with one status (``values`` rendered as strings)."""
+    return DiagnosticArray(header=header, status=[status_msg(name, hardware_id, level, message, values)])
+
+
+def status_msg(
+    name: str, hardware_id: str, level: bytes, message: str, values: Mapping[str, object]
+) -> DiagnosticStatus:
+    """One ``DiagnosticStatus`` (``values`` rendered as strings, floats with two decimals)."""
     status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id)
     status.values = [KeyValue(key=k, value=_format(v)) for k, v in values.items()]
-    return DiagnosticArray(header=header, status=[status])
+    return status
 
 
 def _format(value: object) -> str:

@@ -18,6 +18,11 @@ Topics (relative, so namespaces and remapping work):
   ``panoptic/detections`` (``vision_msgs/Detection2DArray``), ``panoptic/overlay`` (rgb8),
   and ``/diagnostics`` at 1 Hz.
 
+With ``cameras: [front, rear]`` one node serves several cameras through one model: inputs
+``front/image`` and ``rear/image``, outputs ``front/panoptic/*`` and ``rear/panoptic/*``
+(``camera_io.py``), their newest frames batched into one network call (``pipeline.py``,
+``batch_wait_ms``), one diagnostics status per camera.
+
 Every output carries the input's header and size. Conversion, inference and publishing run on
 their own threads behind a keep-latest slot and overlap across frames; outputs nobody
 subscribes to are not computed. The input's reliability

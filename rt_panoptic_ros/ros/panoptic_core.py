@@ -3,10 +3,12 @@
 :class:`PanopticCore` is built on an rclpy ``Node`` (``node.py``, started at once) or a
 ``LifecycleNode`` (``lifecycle_node.py``, built on configure): it declares and checks the
 parameters, loads the model into a :class:`~rt_panoptic_ros.runtime.Predictor` and warms it
-up, creates the output publishers and the frame pipeline (``pipeline.py``). :meth:`start`
-subscribes to the input (its reliability following the camera's, ``qos.py``) and starts the
-diagnostics; :meth:`stop` takes no more frames (outputs idle); :meth:`close` also joins the
-pipeline's threads and lets go of the model, publishers and parameter callback.
+up, creates each camera's output publishers (``camera_io.py``; one camera, or several through
+the one model with ``cameras``) and the frame pipeline (``pipeline.py``). :meth:`start`
+subscribes to the inputs (reliability following each camera's, ``qos.py``) and starts the
+diagnostics (one status per camera); :meth:`stop` takes no more frames (outputs idle);
+:meth:`close` also joins the pipeline's threads and lets go of the model, publishers and
+parameter callback.
 """
 
 from __future__ import annotations
@@ -20,35 +22,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
-from vision_msgs.msg import LabelInfo
 
 from rt_panoptic_ros.config import Config
 from rt_panoptic_ros.errors import RTPanopticError
 from rt_panoptic_ros.panoptic.fusion import void_label
 from rt_panoptic_ros.ros import image_conversion
 from rt_panoptic_ros.ros.bundled import bundled_model_path
+from rt_panoptic_ros.ros.camera_io import CameraIO, camera_status
 from rt_panoptic_ros.ros.dds_profile import ProfileChoice
-from rt_panoptic_ros.ros.messages import diagnostics_msg, label_info_msg
-from rt_panoptic_ros.ros.node_input import FollowingInput
-from rt_panoptic_ros.ros.outputs import (
-    LABEL_INFO_TOPIC,
-    OUTPUT_DEPTH,
-    OUTPUT_TOPICS,
-    output_messages,
-    overlay_message,
-)
+from rt_panoptic_ros.ros.messages import label_info_msg
+from rt_panoptic_ros.ros.outputs import OUTPUT_DEPTH, output_messages, overlay_message
 from rt_panoptic_ros.ros.parameters import (
     RUNTIME_PARAMETERS,
     STARTUP_PARAMETERS,
@@ -57,12 +53,14 @@ from rt_panoptic_ros.ros.parameters import (
     check_value,
     decoder_parameters,
 )
-from rt_panoptic_ros.ros.pipeline import STAGES, FramePipeline, Job
-from rt_panoptic_ros.ros.qos import BEST_EFFORT, BEST_EFFORT_HINT, RELIABLE
+from rt_panoptic_ros.ros.pipeline import FramePipeline, Job
+from rt_panoptic_ros.ros.qos import RELIABLE
 from rt_panoptic_ros.runtime import Predictor
 from rt_panoptic_ros.runtime.sources import ModelSource
 
 NODE_NAME = "panoptic_node"
+#: String-array parameters fixed at start-up (declared writable, see ``_declare_string_array``).
+_FIXED_ARRAYS = ("cameras",)
 #: Seconds between two identical warnings about bad input (a broken camera floods otherwise).
 WARN_THROTTLE_S = 5.0
 
@@ -72,7 +70,7 @@ class StartupError(RTPanopticError):
 
 
 class PanopticCore:
-    """Real-time panoptic segmentation of a camera stream, wired onto ``node``.
+    """Real-time panoptic segmentation of one or several camera streams, wired onto ``node``.
 
     Construction is the node's configuration (raises :class:`StartupError` with one line);
     frames are taken only between :meth:`start` and :meth:`stop`.
@@ -85,11 +83,10 @@ class PanopticCore:
         ``infer_in_caller``: the caller runs inference in its own thread, see ``pipeline.py``."""
         self.node = node
         self.pipeline: FramePipeline | None = None
-        self.publishers_by_output: dict[str, Any] = {}
-        self._others: list[Any] = []  # diagnostics and label-info publishers
+        self.cameras: dict[str, CameraIO] = {}  # "" for the single camera of ``cameras: []``
+        self.diagnostics_pub = None
         self._timers: list[Any] = []
         self._parameter_callback = None
-        self.input: FollowingInput | None = None
         self.active = False
         self._stopping = False
         try:
@@ -143,32 +140,23 @@ class PanopticCore:
             if startup["output_reliability"] == RELIABLE
             else ReliabilityPolicy.BEST_EFFORT,
         )
-        self.publishers_by_output = {
-            name: node.create_publisher(kind, topic, outputs) for name, (topic, kind) in OUTPUT_TOPICS.items()
-        }
+        self.compressed: bool = startup["compressed"]
+        for name in startup["cameras"] or [""]:
+            self.cameras[name] = CameraIO(
+                node, name, self.compressed, startup["qos_reliability"], startup["qos_depth"],
+                outputs, self._on_image,
+            )  # fmt: skip
         self.diagnostics_pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        latched = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-            durability=DurabilityPolicy.TRANSIENT_LOCAL,
-        )  # fmt: skip
-        self.label_info_pub = node.create_publisher(LabelInfo, LABEL_INFO_TOPIC, latched)
-        self._others = [self.diagnostics_pub, self.label_info_pub]
         self._publish_label_info(cfg)
 
-        self.rejected = 0
         self._last_warning: dict[str, float] = {}
         self._warmup()
 
-        self.compressed: bool = startup["compressed"]
         self.max_input_pixels: int = startup["max_input_pixels"]
         self.pipeline = FramePipeline(
             self.predictor, cfg, self._convert, self._wanted, self._publish, self._on_frame_error,
             stopping=lambda: self._stopping or not node.context.ok(), infer_in_caller=infer_in_caller,
-        )  # fmt: skip
-        self.input = FollowingInput(
-            node, "image/compressed" if self.compressed else "image",
-            CompressedImage if self.compressed else Image,
-            startup["qos_reliability"], startup["qos_depth"], self._on_image,
+            cameras=tuple(self.cameras), batch_wait_s=startup["batch_wait_ms"] / 1000,
         )  # fmt: skip
         self._parameter_callback = self._on_set_parameters  # the same object, to remove it
         node.add_on_set_parameters_callback(self._parameter_callback)
@@ -181,20 +169,20 @@ class PanopticCore:
     # --- taking frames ------------------------------------------------------------------------
 
     def start(self) -> str:
-        """Subscribe to the input and start the diagnostics; returns where it listens (one line)."""
+        """Subscribe to the inputs and start the diagnostics; returns where it listens (one line)."""
         self.active = True
-        listening = self.input.open()
+        listening = ", ".join(camera.open() for camera in self.cameras.values())
         self._timers = [self.node.create_timer(1.0, self._publish_diagnostics)]
         return f"listening on {listening}; outputs {self.output_qos}; {self.dds_profile}"
 
     def stop(self) -> None:
-        """Take no more frames: the subscription and timers go; a frame in flight is dropped."""
+        """Take no more frames: the subscriptions and timers go; a frame in flight is dropped."""
         self.active = False
         for timer in self._timers:
             self.node.destroy_timer(timer)
         self._timers = []
-        if self.input is not None:
-            self.input.close()
+        for camera in self.cameras.values():
+            camera.close()
 
     def close(self) -> None:
         """:meth:`stop`, join the pipeline's threads, let go of publishers, model and callback."""
@@ -204,12 +192,12 @@ class PanopticCore:
             self.pipeline.close()
         if self._parameter_callback is not None:
             self.node.remove_on_set_parameters_callback(self._parameter_callback)
-        for publisher in (*self.publishers_by_output.values(), *self._others):
-            self.node.destroy_publisher(publisher)
-        self.publishers_by_output, self._others, self._parameter_callback = {}, [], None
+        for camera in self.cameras.values():
+            camera.destroy()
+        if self.diagnostics_pub is not None:
+            self.node.destroy_publisher(self.diagnostics_pub)
+        self.cameras, self.diagnostics_pub, self._parameter_callback = {}, None, None
         self.pipeline = self.predictor = None
-
-    # --- input QoS --------------------------------------------------------------------------
 
     # --- parameters -------------------------------------------------------------------------
 
@@ -229,6 +217,8 @@ class PanopticCore:
         try:
             if self.node.has_parameter(spec.name):  # a lifecycle node configured again
                 value = self.node.get_parameter(spec.name).value
+            elif isinstance(spec.default, list):  # rclpy cannot tell an empty list's type
+                value = self._declare_string_array(spec, descriptor)
             else:
                 value = self.node.declare_parameter(spec.name, spec.default, descriptor).value
         except Exception as error:  # rclpy raises several types for a bad override
@@ -238,11 +228,26 @@ class PanopticCore:
             raise StartupError(f"parameter {problem}")
         return value
 
+    def _declare_string_array(self, spec: ParamSpec, descriptor: ParameterDescriptor) -> list[str]:
+        """Declare a string-array parameter typed as such, set to ``spec.default`` unless overridden.
+
+        Not marked read-only (it could not be given its default then): :meth:`_on_set_parameters`
+        refuses changes to it instead.
+        """
+        self.node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, descriptor)
+        try:
+            return list(self.node.get_parameter(spec.name).value)
+        except ParameterUninitializedException:
+            self.node.set_parameters([Parameter(spec.name, Parameter.Type.STRING_ARRAY, spec.default)])
+            return list(spec.default)
+
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         """Run-time changes: decoder thresholds and overlay settings, checked before applied."""
         specs = {s.name: s for s in (*RUNTIME_PARAMETERS, *decoder_parameters(self.pipeline.cfg.decoder))}
         values = {}
         for parameter in parameters:
+            if parameter.name in _FIXED_ARRAYS:
+                return SetParametersResult(successful=False, reason=f"{parameter.name} is fixed at start-up")
             spec = specs.get(parameter.name)
             if spec is None:
                 continue  # read-only ones are refused by rclpy itself
@@ -264,20 +269,16 @@ class PanopticCore:
 
     # --- the hot path -----------------------------------------------------------------------
 
-    def _on_image(self, message: Image | CompressedImage) -> None:
-        """A new frame (the input's callback): handed over, never blocks on inference."""
+    def _on_image(self, camera: str, message: Image | CompressedImage) -> None:
+        """A new frame of ``camera`` (its input's callback): handed over, never blocks on inference."""
         if self.active:
-            self.pipeline.put(message)
+            self.pipeline.put(message, camera)
 
-    def _wanted(self) -> list[str]:
-        """The outputs someone subscribes to now (the overlay only if it is switched on)."""
+    def _wanted(self, camera: str) -> list[str]:
+        """``camera``'s outputs someone subscribes to now (the overlay only if it is switched on)."""
         if not self.active:
             return []
-        return [
-            name
-            for name, publisher in self.publishers_by_output.items()
-            if publisher.get_subscription_count() > 0 and (name != "overlay" or self.publish_overlay)
-        ]
+        return self.cameras[camera].wanted(self.publish_overlay)
 
     def _convert(self, message: Image | CompressedImage) -> np.ndarray:
         image_conversion.check_pixels(message, self.max_input_pixels)  # before decoding anything
@@ -296,14 +297,14 @@ class PanopticCore:
                 header, job.rgb, job.result, class_names, self.overlay_alpha, self.overlay_scale
             )
             job.times["overlay"] = (time.perf_counter() - started) * 1000
+        publishers = self.cameras[job.camera].publishers
         for name, message in messages.items():
             if not self.active:  # stopped while this frame was in flight: outputs stay idle
                 return
-            self.publishers_by_output[name].publish(message)
+            publishers[name].publish(message)
 
     def _on_frame_error(self, stage: str, error: BaseException) -> None:
-        """A frame failed in ``stage``: counted, warned about (throttled); the node keeps serving."""
-        self.rejected += 1
+        """A frame failed in ``stage`` (counted by the pipeline): warned about (throttled)."""
         if isinstance(error, RTPanopticError):
             self._warn(type(error).__name__, f"frame rejected: {error}")
         else:
@@ -312,12 +313,13 @@ class PanopticCore:
             )
 
     def _publish_label_info(self, cfg: Config) -> None:
-        """``panoptic/label_info`` (latched): the model's classes and the instance threshold."""
+        """``panoptic/label_info`` (latched, per camera): the classes and the instance threshold."""
         header = Header(stamp=self.node.get_clock().now().to_msg())
         message = label_info_msg(
             header, cfg.dataset.class_names, self.void, cfg.decoder.instance_score_thresh
         )
-        self.label_info_pub.publish(message)
+        for camera in self.cameras.values():
+            camera.label_info_pub.publish(message)
 
     def _warmup(self) -> None:
         """One inference before "ready", so the first real frame does not pay for lazy set-up."""
@@ -328,53 +330,25 @@ class PanopticCore:
     # --- reporting --------------------------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
-        pipeline = self.pipeline
-        source = self.input
-        rejected, dropped, lost = self.rejected, pipeline.dropped, source.transport.lost
-        problems = []
-        if rejected:
-            problems.append(f"{rejected} frame(s) rejected since start")
-        if lost:
-            problems.append(f"~{lost} frame(s) lost in transport since start (gaps in the camera's stamps)")
-        if source.dds_lost:
-            problems.append(f"{source.dds_lost} sample(s) lost by DDS since start")
-        if (lost or source.dds_lost) and source.qos.reliability == BEST_EFFORT:
-            problems.append(BEST_EFFORT_HINT)
-        if source.qos.warning:
-            problems.append(source.qos.warning)
-        level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
-        message = "; ".join(problems) or "running"
-        values = {
-            "input_rate_hz": source.rate.rate(),
-            "output_rate_hz": pipeline.output_rate.rate(),
-            "latency_p50_ms": pipeline.latency.percentile(50),
-            "latency_p90_ms": pipeline.latency.percentile(90),
-            **{f"{stage}_p50_ms": pipeline.stage_times[stage].percentile(50) for stage in STAGES},
-            "frames_in": source.frames_in,
-            "frames_out": pipeline.frames_out,
-            "dropped": dropped,
-            "rejected": rejected,
-            "lost_in_transport": lost,
-            "dds_samples_lost": source.dds_lost,
-            "input_period_ms": source.transport.period_ms(),
-            "input_qos": source.qos.describe(),
-            "input_publishers": source.publishers,
+        """``/diagnostics``: one status per camera (``camera_io.camera_status``)."""
+        common = {
             "output_qos": self.output_qos,
             "dds_profile": self.dds_profile,
             "backend": self.predictor.backend.name,
             "device": self.device,
             "model": str(self.model_path),
         }
+        statuses = [camera_status(c, self.pipeline, self.device, common) for c in self.cameras.values()]
         header = Header(stamp=self.node.get_clock().now().to_msg())
-        name = f"{self.node.get_fully_qualified_name()}: panoptic segmentation"
-        self.diagnostics_pub.publish(diagnostics_msg(header, name, self.device, level, message, values))
+        self.diagnostics_pub.publish(DiagnosticArray(header=header, status=statuses))
 
     def _warn(self, key: str, text: str) -> None:
         """A warning at most every :data:`WARN_THROTTLE_S` seconds per kind of problem."""
         now = time.monotonic()
         if now - self._last_warning.get(key, -WARN_THROTTLE_S) >= WARN_THROTTLE_S:
             self._last_warning[key] = now
-            self.node.get_logger().warning(f"{text} ({self.rejected} rejected so far)")
+            rejected = sum(c.rejected for c in self.pipeline.cameras.values())
+            self.node.get_logger().warning(f"{text} ({rejected} rejected so far)")
 
     def shutdown(self) -> None:
         """Stop the pipeline's threads (their current step finishes, nothing more is published)."""

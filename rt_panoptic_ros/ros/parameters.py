@@ -9,6 +9,7 @@ model ships with the thresholds it was tuned with; they can be changed while run
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -119,6 +120,23 @@ STARTUP_PARAMETERS: tuple[ParamSpec, ...] = (
         "qos_depth", 1, "input queue depth (keep last); 1 = always the newest frame", low=1, high=100, step=1
     ),
     ParamSpec(
+        "cameras",
+        [],
+        "names of several cameras served by this one node and model: camera c is read from "
+        "c/image (c/image/compressed) and answered on c/panoptic/*, all relative to the node's "
+        "namespace; empty = one camera on image and panoptic/*",
+    ),
+    ParamSpec(
+        "batch_wait_ms",
+        0,
+        "with several cameras: once a frame waits, how long at most to wait for the other "
+        "cameras' frames so that they share the network call; it never adds more than this to a "
+        "frame's latency. 0 = take the frames that are there, never wait",
+        low=0,
+        high=1000,
+        step=1,
+    ),
+    ParamSpec(
         "output_reliability",
         "reliable",
         "reliability of the panoptic/* outputs: reliable (every subscriber gets every answer) or best_effort",
@@ -198,6 +216,8 @@ def decoder_parameters(decoder: DecoderConfig) -> list[ParamSpec]:
 
 def check_value(spec: ParamSpec, value: Any) -> str | None:
     """Why ``value`` is not acceptable for ``spec`` (one line), or ``None`` if it is."""
+    if spec.name == "cameras":
+        return check_cameras(value)
     expected = type(spec.default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -220,3 +240,22 @@ def apply_decoder_values(cfg: Config, values: Mapping[str, Any]) -> Config:
     floats = {f.name for f in dataclasses.fields(DecoderConfig) if f.type in ("float", float)}
     changes = {k: float(v) if k in floats else v for k, v in changes.items()}
     return dataclasses.replace(cfg, decoder=dataclasses.replace(cfg.decoder, **changes))
+
+
+def check_cameras(names: Any) -> str | None:
+    """Why ``names`` cannot be the ``cameras`` parameter (one line), or ``None``.
+
+    Each name becomes a topic prefix (``<name>/image``), so it must be a relative ROS name:
+    tokens of letters, digits and ``_`` (not starting with a digit) joined by ``/``.
+    """
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        return f"cameras: expected a list of strings, got {names!r}"
+    for name in names:
+        if not _CAMERA_NAME.fullmatch(name):
+            return f"cameras: {name!r} is not a relative topic name (letters, digits, _ and /)"
+    if len(set(names)) != len(names):
+        return f"cameras: names repeat in {list(names)}"
+    return None
+
+
+_CAMERA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*")

@@ -1,8 +1,8 @@
-"""The node's frame pipeline, ROS-free: a keep-latest slot and three overlapping stages.
+"""The node's frame pipeline, ROS-free: keep-latest slots and three overlapping stages.
 
-    subscription -> [slot] -> prepare -> [handoff] -> infer -> [handoff] -> publish
-                    keep latest   convert,            network,             overlay, messages,
-                    (drops)       upload              decode, download     publish (the node's)
+    subscriptions -> [slots] -> prepare -> [handoff] -> infer -> [handoff] -> publish
+                     keep latest  convert,            network,             overlay, messages,
+                     per camera   upload (one batch)  decode, download     publish (the node's)
 
 Each stage runs on its own thread, so while frame n is inferred, frame n-1's overlay and
 messages are built and published and frame n+1 is converted and uploaded: the node's rate is
@@ -16,15 +16,23 @@ once, so a frame never sees half of a change. Per-stage times (ms) go to
 :attr:`FramePipeline.stage_times` for the diagnostics; the node's ``publish`` callback adds
 its own (``overlay``, ``publish``) to ``job.times``.
 
+Several cameras share one network: each camera has its own keep-latest slot
+(:class:`~rt_panoptic_ros.ros.frame_slot.MultiSlot`), and the prepare stage takes the newest
+frame of every camera that has one and uploads them as one batch (images of different sizes are
+padded into it by the Predictor), so the network and decoder run once for all of them. With
+``batch_wait_s`` > 0 a frame waits at most that long for the other cameras' frames; a camera
+that sends nothing never holds the others up longer. Counters per camera are in
+:attr:`FramePipeline.cameras`.
+
 Nothing here imports ROS: the node hands in ``convert`` (message -> RGB), ``wanted`` (which
-outputs anyone listens to) and ``publish`` (job -> messages on the wire).
+outputs of a camera anyone listens to) and ``publish`` (job -> messages on the wire).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +40,7 @@ import numpy as np
 
 from rt_panoptic_ros.config import Config
 from rt_panoptic_ros.panoptic import PanopticResult
-from rt_panoptic_ros.ros.frame_slot import FrameSlot
+from rt_panoptic_ros.ros.frame_slot import MultiSlot
 from rt_panoptic_ros.ros.stats import LatencyWindow, RateWindow
 from rt_panoptic_ros.runtime import Predictor
 
@@ -46,11 +54,11 @@ class Job:
 
     Attributes:
         message: the input message as received.
+        camera: the camera it came from (``""``: the node's single input).
         received: when it arrived (``time.monotonic()``).
         wanted: the outputs to build (names of ``ros.outputs.OUTPUT_TOPICS``).
         cfg: the decoder config this frame is decoded with.
         rgb: ``[H, W, 3]`` uint8, after ``convert``.
-        batch: the Predictor's prepared batch (on its device), after ``upload``.
         result: the frame's maps on the CPU, after ``decode``.
         times: ms per stage.
     """
@@ -60,20 +68,48 @@ class Job:
     wanted: frozenset[str] = frozenset()
     cfg: Config | None = None
     rgb: np.ndarray | None = None
-    batch: Any = None
     result: PanopticResult | None = None
+    times: dict[str, float] = field(default_factory=dict)
+    camera: str = ""
+
+
+@dataclass
+class BatchJob:
+    """The frames of one network call (one per camera at most), in camera order.
+
+    Attributes:
+        jobs: the frames; each gets its own ``result``.
+        cfg: the decoder config they are decoded with.
+        batch: the Predictor's prepared batch (on its device), after ``upload``.
+        times: ms of the shared stages (upload, infer, decode), copied into each job's.
+    """
+
+    jobs: list[Job]
+    cfg: Config
+    batch: Any = None
     times: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class CameraCounters:
+    """One camera's share of the pipeline's work (for its diagnostics)."""
+
+    frames_out: int = 0
+    rejected: int = 0  # frames that failed in some stage (not counted while stopping)
+    skipped: int = 0  # frames nobody listened to
+    latency: LatencyWindow = field(default_factory=LatencyWindow)  # receipt -> published (ms)
+    output_rate: RateWindow = field(default_factory=RateWindow)
+
+
 class Handoff:
-    """One job between two stage threads: ``put`` waits until the last one was taken."""
+    """One (batch) job between two stage threads: ``put`` waits until the last one was taken."""
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
-        self._job: Job | None = None
+        self._job: BatchJob | None = None
         self._closed = False
 
-    def put(self, job: Job) -> bool:
+    def put(self, job: BatchJob) -> bool:
         """Hand ``job`` on (blocks while the previous one waits); ``False`` once closed."""
         with self._condition:
             self._condition.wait_for(lambda: self._job is None or self._closed)
@@ -83,7 +119,7 @@ class Handoff:
             self._condition.notify_all()
             return True
 
-    def take(self) -> Job | None:
+    def take(self) -> BatchJob | None:
         """The next job (blocks); ``None`` once closed."""
         with self._condition:
             self._condition.wait_for(lambda: self._job is not None or self._closed)
@@ -106,7 +142,8 @@ class FramePipeline:
         predictor: runs upload / network / decode / download.
         cfg: the decoder config to start with.
         convert: message -> ``[H, W, 3]`` uint8 RGB (raises an ``RTPanopticError`` for bad input).
-        wanted: the output names someone listens to now; empty: the frame is not processed.
+        wanted: ``camera`` -> the output names someone listens to now; empty: that camera's
+            frame is not processed.
         publish: builds and sends a finished job's messages (may add ``times`` entries).
         on_error: ``(stage, error)`` for a frame that failed; the pipeline keeps running.
         stopping: ``True`` while the host is shutting down: failures then are not errors.
@@ -115,6 +152,9 @@ class FramePipeline:
             model, rclpy spinning meanwhile): network and decoder took 34 and 71 ms in the main
             thread, 47 and 100 ms in another one (torch's OpenMP team serves the thread that
             created it best), so the node's ``main`` gives its main thread to inference.
+        cameras: the cameras' names (``("",)``: one unnamed input).
+        batch_wait_s: once a frame waits, how long at most to wait for the other cameras'
+            frames before inferring without them (0: take what is there, never wait).
     """
 
     def __init__(
@@ -122,23 +162,27 @@ class FramePipeline:
         predictor: Predictor,
         cfg: Config,
         convert: Callable[[Any], np.ndarray],
-        wanted: Callable[[], Collection[str]],
+        wanted: Callable[[str], Collection[str]],
         publish: Callable[[Job], None],
         on_error: Callable[[str, BaseException], None],
         stopping: Callable[[], bool] = lambda: False,
         infer_in_caller: bool = False,
+        cameras: Sequence[str] = ("",),
+        batch_wait_s: float = 0.0,
     ) -> None:
         self.predictor = predictor
         self._cfg = cfg
         self._convert, self._wanted, self._publish = convert, wanted, publish
         self._on_error, self._stopping = on_error, stopping
-        self.slot = FrameSlot()
+        self.slot = MultiSlot(tuple(cameras))
+        self.batch_wait_s = batch_wait_s
+        self.cameras = {name: CameraCounters() for name in self.slot.cameras}
         self._to_infer, self._to_publish = Handoff(), Handoff()
         self.stage_times = {name: LatencyWindow() for name in STAGES}
-        self.latency = LatencyWindow()  # receipt -> all outputs published (ms)
+        self.latency = LatencyWindow()  # receipt -> all outputs published (ms), all cameras
         self.output_rate = RateWindow()
-        self.frames_out = 0
-        self.skipped = 0  # frames nobody listened to
+        self.batches = 0  # network calls
+        self.batch_sizes = LatencyWindow()  # frames per network call
         stages = [("prepare", self._prepare), ("infer", self._infer), ("publish", self._deliver)]
         self._threads = [
             threading.Thread(target=self._loop, args=(step,), name=f"panoptic-{name}", daemon=True)
@@ -158,12 +202,21 @@ class FramePipeline:
 
     @property
     def dropped(self) -> int:
-        """Frames replaced in the slot by a newer one before they were taken."""
-        return self.slot.dropped
+        """Frames replaced in their slot by a newer one before they were taken (all cameras)."""
+        return sum(self.slot.dropped.values())
 
-    def put(self, message: Any) -> None:
-        """A new frame (never blocks; a frame still waiting is replaced and counted)."""
-        self.slot.put(message)
+    @property
+    def frames_out(self) -> int:
+        return sum(c.frames_out for c in self.cameras.values())
+
+    @property
+    def skipped(self) -> int:
+        """Frames nobody listened to (all cameras)."""
+        return sum(c.skipped for c in self.cameras.values())
+
+    def put(self, message: Any, camera: str = "") -> None:
+        """A new frame of ``camera`` (never blocks; its frame still waiting is replaced, counted)."""
+        self.slot.put(camera, message)
 
     def run_inference(self) -> None:
         """Run the infer stage in the calling thread until :meth:`close` (``infer_in_caller``)."""
@@ -185,64 +238,89 @@ class FramePipeline:
             pass
 
     def _prepare(self) -> bool:
-        frame = self.slot.take()
-        if frame is None:
+        frames = self.slot.take(self.batch_wait_s)
+        if frames is None:
             return False
-        wanted = frozenset(self._wanted())
-        if not wanted:
-            self.skipped += 1  # nobody listens: no inference at all
+        cfg, jobs = self._cfg, []
+        for camera, frame in frames.items():
+            wanted = frozenset(self._wanted(camera))
+            if not wanted:
+                self.cameras[camera].skipped += 1  # nobody listens: no inference at all
+                continue
+            job = Job(frame.message, frame.received, wanted, cfg, camera=camera)
+            job.rgb = self._timed(job.times, [job], "convert", self._convert, job.message)
+            if job.rgb is not _FAILED:
+                jobs.append(job)
+        if not jobs:
             return True
-        job = Job(frame.message, frame.received, wanted, self._cfg)
-        job.rgb = self._timed(job, "convert", self._convert, job.message)
-        if job.rgb is not _FAILED:
-            job.batch = self._timed(job, "upload", self.predictor.upload, [job.rgb])
-            if job.batch is not _FAILED:
-                return self._to_infer.put(job)
-        return True
+        work = BatchJob(jobs, cfg)
+        work.batch = self._timed(work.times, jobs, "upload", self.predictor.upload, [j.rgb for j in jobs])
+        if work.batch is _FAILED:
+            return True
+        return self._to_infer.put(work)
 
     def _infer(self) -> bool:
-        job = self._to_infer.take()
-        if job is None:
+        work = self._to_infer.take()
+        if work is None:
             return False
-        heads = self._timed(job, "infer", self.predictor.infer, job.batch.images)
+        heads = self._timed(work.times, work.jobs, "infer", self.predictor.infer, work.batch.images)
         if heads is not _FAILED:
-            job.result = self._timed(job, "decode", self._decode, heads, job)
-            job.batch = None  # the device batch is not needed any more: free it now
-            if job.result is not _FAILED:
-                return self._to_publish.put(job)
+            results = self._timed(work.times, work.jobs, "decode", self._decode, heads, work)
+            work.batch = None  # the device batch is not needed any more: free it now
+            if results is not _FAILED:
+                self.batches += 1
+                self.batch_sizes.add(len(work.jobs))
+                for job, result in zip(work.jobs, results, strict=True):
+                    job.result = result
+                    job.times.update(work.times)
+                return self._to_publish.put(work)
         return True
 
-    def _decode(self, heads: Any, job: Job) -> PanopticResult:
-        return self.predictor.download(self.predictor.decode(heads, job.batch, job.cfg))[0]
+    def _decode(self, heads: Any, work: BatchJob) -> list[PanopticResult]:
+        """One result per frame, in the batch's order, on the CPU."""
+        return self.predictor.download(self.predictor.decode(heads, work.batch, work.cfg))
 
     def _deliver(self) -> bool:
-        job = self._to_publish.take()
-        if job is None:
+        work = self._to_publish.take()
+        if work is None:
             return False
+        for job in work.jobs:  # one camera's failure does not keep the others' outputs back
+            self._deliver_one(job)
+        return True
+
+    def _deliver_one(self, job: Job) -> None:
         started = time.perf_counter()
-        if self._timed(job, "deliver", self._publish, job) is _FAILED:
-            return True
+        if self._timed(job.times, [job], "deliver", self._publish, job) is _FAILED:
+            return
         # ``publish`` may time its overlay itself; the rest of its time is publishing.
         total = (time.perf_counter() - started) * 1000
         job.times.setdefault("publish", total - job.times.get("overlay", 0.0))
         for stage, ms in job.times.items():
             if stage in self.stage_times:
                 self.stage_times[stage].add(ms)
-        self.frames_out += 1
+        latency = (time.monotonic() - job.received) * 1000
+        counters = self.cameras[job.camera]
+        counters.frames_out += 1
+        counters.output_rate.tick()
+        counters.latency.add(latency)
         self.output_rate.tick()
-        self.latency.add((time.monotonic() - job.received) * 1000)
-        return True
+        self.latency.add(latency)
 
-    def _timed(self, job: Job, stage: str, step: Callable[..., Any], *args: Any) -> Any:
-        """``step(*args)``, its time in ``job.times[stage]``; on failure :data:`_FAILED`, reported."""
+    def _timed(
+        self, times: dict[str, float], jobs: list[Job], stage: str, step: Callable[..., Any], *args: Any
+    ) -> Any:
+        """``step(*args)``, its time in ``times[stage]``; on failure :data:`_FAILED`, reported
+        (once) and counted as rejected for every camera in ``jobs``."""
         started = time.perf_counter()
         try:
             value = step(*args)
         except Exception as error:  # bad input or a backend failure: report it, keep serving
             if not self._stopping():
+                for job in jobs:
+                    self.cameras[job.camera].rejected += 1
                 self._on_error(stage, error)
             return _FAILED
-        job.times[stage] = (time.perf_counter() - started) * 1000
+        times[stage] = (time.perf_counter() - started) * 1000
         return value
 
 
