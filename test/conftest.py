@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -182,3 +183,30 @@ def rigged_model(backbone: str = "resnet18"):
         head.semantic.conv.bias[thing] = 3.0
         head.semantic.conv.bias[0] = 3.0
     return net
+
+
+def wait_for(predicate, timeout: float = 20.0, step: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())
+
+
+@pytest.fixture(scope="module")
+def context():
+    """An rclpy context of this test module's own (nodes in this process: cameras, recorders)."""
+    import rclpy
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    rclpy.shutdown(context=ctx)
+
+
+@pytest.fixture(scope="module")
+def model_file(rigged_file) -> Path:
+    """The rigged network's model file, for the node tests."""
+    return rigged_file

@@ -10,14 +10,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import rclpy
-from conftest import rigged_model
+from conftest import wait_for
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from std_msgs.msg import Header
 
-from rt_panoptic_ros.model import save_checkpoint
 from rt_panoptic_ros.ros.image_conversion import rgb_to_msg
 from rt_panoptic_ros.ros.testing.harness import (
     CameraStream,
@@ -29,28 +27,6 @@ from rt_panoptic_ros.ros.testing.harness import (
 
 TIMEOUT = 90.0
 OUTPUTS = ("semantic", "instance", "detections", "overlay")
-
-
-def wait_for(predicate, timeout: float = 20.0, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    return save_checkpoint(rigged_model(), tmp_path_factory.mktemp("lifecycle_model") / "rigged.pt")
-
-
-@pytest.fixture(scope="module")
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.shutdown(context=ctx)
 
 
 class Driver:

@@ -8,19 +8,16 @@ a namespace with remapped input; a few that must refuse to start.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
-from conftest import rigged_model, run_cli
+from conftest import rigged_model, run_cli, wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from rt_panoptic_ros.model import save_checkpoint
 from rt_panoptic_ros.ros.image_conversion import image_to_rgb
 from rt_panoptic_ros.ros.testing.harness import (
     CameraStream,
@@ -33,28 +30,6 @@ from rt_panoptic_ros.ros.testing.harness import (
 )
 
 READY_TIMEOUT = 90.0
-
-
-def wait_for(predicate, timeout: float = 20.0, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    return save_checkpoint(rigged_model(), tmp_path_factory.mktemp("node_model") / "rigged.pt")
-
-
-@pytest.fixture(scope="module")
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.shutdown(context=ctx)
 
 
 class Rig:

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 import rclpy
-from conftest import rigged_model
+from conftest import rigged_model, wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from vision_msgs.msg import LabelInfo
@@ -26,15 +26,6 @@ OUTPUTS = ("semantic", "instance", "detections", "overlay")
 CAMERAS = ("front", "rear")
 #: The node's batch_wait_ms: a frame waits at most this long for the other camera's frame.
 BATCH_WAIT_MS = 300
-
-
-def wait_for(predicate, timeout: float = 20.0, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
 
 
 def rgb_frame(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -14,21 +14,12 @@ import time
 
 import numpy as np
 import pytest
-from conftest import rigged_model
+from conftest import rigged_model, wait_for
 
 from rt_panoptic_ros.errors import ImageError
 from rt_panoptic_ros.ros.frame_slot import MultiSlot
 from rt_panoptic_ros.ros.pipeline import STAGES, FramePipeline, Job
 from rt_panoptic_ros.runtime import Predictor
-
-
-def wait_for(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return bool(predicate())
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +110,21 @@ def test_a_waiting_frame_is_replaced_never_queued(predictor):
     host = Host(predictor)
     host.gate.clear()
     try:
-        for k in range(3):  # f0 in publish, f1 inferred and waiting, f2 prepared and waiting
+        # f0 held in publish; then frames fill the stages (at most one between two stages, one
+        # in each stage's hands) until the prepare thread holds one it cannot hand on
+        for k in range(3):
             host.pipeline.put((f"f{k}", frame(k)))
             assert wait_for(lambda k=k: f"f{k}" in host.converted)
-        for k in range(3, 8):  # these wait in the slot, each replacing the one before
+        assert wait_for(lambda: host.pipeline._to_publish._job is not None)  # f1 inferred, waiting
+        for k in range(3, 5):  # f2 is inferred meanwhile, f3 prepared, f4 held by prepare
+            host.pipeline.put((f"f{k}", frame(k)))
+            assert wait_for(lambda k=k: f"f{k}" in host.converted)
+        for k in range(5, 10):  # these wait in the slot, each replacing the one before
             host.pipeline.put((f"f{k}", frame(k)))
         host.gate.set()
-        assert wait_for(lambda: host.published and host.published[-1].message[0] == "f7")
-        assert [j.message[0] for j in host.published] == ["f0", "f1", "f2", "f7"]
+        assert wait_for(lambda: host.published and host.published[-1].message[0] == "f9")
+        order = [j.message[0] for j in host.published]
+        assert order == ["f0", "f1", "f2", "f3", "f4", "f9"], order  # in order, never queued
         assert host.pipeline.dropped == 4
     finally:
         host.gate.set()

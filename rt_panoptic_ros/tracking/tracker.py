@@ -1,0 +1,213 @@
+"""Frame-to-frame association of panoptic instances: every frame's ids 1..K become track ids.
+
+Each :meth:`PanopticTracker.update` does, in order:
+
+1. **Overlap, one pass.** The previous frame's instance image (as decoded, ids 1..K') and
+   this frame's (ids 1..K) are combined into one index ``prev * (K + 1) + cur`` per pixel and
+   counted with ``torch.bincount``: the ``[K' + 1, K + 1]`` joint histogram holds every
+   intersection, and its row / column sums every area, so all mask IoUs come from one pass
+   over the image and one small copy to the host. The pass runs on every ``iou_stride``-th
+   row and column (default 2: a quarter of the pixels; IoUs of objects of more than a few
+   pixels change by well under the threshold's margin).
+2. **Cost.** A track seen in the previous frame whose mask has sampled pixels is scored by
+   mask IoU. Any other live track (missed for one frame or more, or too small to sample)
+   is scored by the IoU of its constant-velocity predicted box with the segment's box: its
+   last mask is stale, the predicted box is not. Track and segment must have the same
+   ``category_id``; other pairs score 0.
+3. **Assignment.** ``scipy.optimize.linear_sum_assignment`` on ``1 - IoU``; pairs with IoU
+   below ``iou_threshold`` are rejected. Matched segments take their track's id, the others
+   start new tracks. A track unseen for more than ``max_age`` frames is dropped.
+
+Ids are 1..:data:`MAX_TRACK_ID` (0 = none); new ids count up, wrap around after the maximum
+and skip ids of live tracks, so no id is reused while its track lives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+from rt_panoptic_ros.panoptic.result import PanopticResult
+
+MAX_TRACK_ID = 65535
+"""Largest track id: ids fit 16 unsigned bits (a ``mono16`` image or a PNG channel pair)."""
+
+
+@dataclass
+class Track:
+    """One tracked instance.
+
+    Attributes:
+        id: the track id, 1..:data:`MAX_TRACK_ID`.
+        category_id: its semantic class id; a track only matches segments of this class.
+        box: ``[4]`` float64 ``(x1, y1, x2, y2)`` box when last seen (x2, y2 exclusive).
+        velocity: ``[4]`` float64 change of ``box`` per frame, from its last two sightings.
+        last_seen: the frame number (count of updates, from 0) it was last matched in.
+        hits: in how many frames it was matched.
+    """
+
+    id: int
+    category_id: int
+    box: np.ndarray
+    velocity: np.ndarray
+    last_seen: int
+    hits: int = 1
+
+    def predicted_box(self, frame: int) -> np.ndarray:
+        """Its box at ``frame``, moved at constant velocity since it was last seen."""
+        return self.box + self.velocity * (frame - self.last_seen)
+
+
+def box_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
+    """IoU of ``[N, 4]`` and ``[M, 4]`` xyxy boxes (x2, y2 exclusive) -> ``[N, M]`` float64."""
+    lt = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])  # [N,M,2]
+    rb = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])  # [N,M,2]
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area1 = np.clip(boxes1[:, 2:] - boxes1[:, :2], 0, None).prod(axis=1)
+    area2 = np.clip(boxes2[:, 2:] - boxes2[:, :2], 0, None).prod(axis=1)
+    union = area1[:, None] + area2[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+class PanopticTracker:
+    """Gives the instances of consecutive :class:`PanopticResult` s of one camera stable ids.
+
+    Args:
+        max_age: frames a track is kept after it was last seen; a track missed for up to
+            ``max_age`` consecutive frames can get its id back.
+        iou_threshold: least IoU (mask or predicted box, see the module doc) of a match.
+        iou_stride: the mask overlap is counted on every ``iou_stride``-th row and column.
+
+    Example:
+        >>> tracker = PanopticTracker(max_age=30, iou_threshold=0.3)
+        >>> tracked = [tracker.update(result) for result in results]  # doctest: +SKIP
+    """
+
+    def __init__(self, max_age: int = 30, iou_threshold: float = 0.3, iou_stride: int = 2) -> None:
+        if max_age < 0:
+            raise ValueError(f"max_age must be >= 0, got {max_age}")
+        if not 0.0 < iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+        if iou_stride < 1:
+            raise ValueError(f"iou_stride must be >= 1, got {iou_stride}")
+        self.max_age = max_age
+        self.iou_threshold = iou_threshold
+        self.iou_stride = iou_stride
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all tracks (a new sequence); ids start again at 1."""
+        self.tracks: dict[int, Track] = {}
+        self.frame = -1
+        self._next_id = 1
+        self._previous: Tensor | None = None  # [h, w] int32 sampled instance ids of the last frame
+        self._previous_track = np.zeros(1, dtype=np.int64)  # previous id k -> track id (0 = none)
+
+    def update(self, result: PanopticResult) -> PanopticResult:
+        """Associate ``result``'s instances with the live tracks.
+
+        Args:
+            result: one frame, as :func:`rt_panoptic_ros.panoptic.decode` returns it
+                (``instance`` pixel k <-> ``Segment.id`` k), on any device.
+
+        Returns:
+            The same frame with track ids: ``instance`` ``[H, W]`` int32 on the input's device
+            (0 = stuff or void, t = the segment with ``id`` t, 1 <= t <= 65535; int32 because
+            track ids outgrow int16), ``segments`` in the input's order (decreasing score, so
+            not sorted by id) with ``id`` replaced by the track id, ``semantic`` unchanged.
+        """
+        self.frame += 1
+        instance = result.instance
+        segments = result.segments
+        sampled = instance[:: self.iou_stride, :: self.iou_stride].to(torch.int32)  # [h, w]
+        seg_ids = np.array([s.id for s in segments], dtype=np.int64)  # [K]
+        num_bins = int(seg_ids.max()) + 1 if len(segments) else 1
+
+        live = list(self.tracks.values())
+        assigned = np.zeros(len(segments), dtype=np.int64)  # track id per segment, 0 = new
+        if live and segments:
+            iou = self._iou(live, segments, sampled, seg_ids, num_bins)  # [T, K]
+            rows, cols = linear_sum_assignment(1.0 - iou)
+            good = iou[rows, cols] >= self.iou_threshold
+            for row, col in zip(rows[good], cols[good], strict=True):
+                track = live[row]
+                box = np.asarray(segments[col].bbox, dtype=np.float64)
+                track.velocity = (box - track.box) / (self.frame - track.last_seen)
+                track.box = box
+                track.last_seen = self.frame
+                track.hits += 1
+                assigned[col] = track.id
+
+        for track in live:
+            if self.frame - track.last_seen > self.max_age:
+                del self.tracks[track.id]
+        for col in np.flatnonzero(assigned == 0):
+            segment = segments[col]
+            track = Track(
+                id=self._new_id(),
+                category_id=segment.category_id,
+                box=np.asarray(segment.bbox, dtype=np.float64),
+                velocity=np.zeros(4),
+                last_seen=self.frame,
+            )
+            self.tracks[track.id] = track
+            assigned[col] = track.id
+
+        lookup = np.zeros(num_bins, dtype=np.int64)  # frame id k -> track id
+        lookup[seg_ids] = assigned
+        self._previous, self._previous_track = sampled, lookup
+        table = torch.from_numpy(lookup.astype(np.int32)).to(instance.device)
+        tracked = table.index_select(0, instance.reshape(-1).to(torch.int32)).view(instance.shape)
+        new_segments = [dataclasses.replace(s, id=int(t)) for s, t in zip(segments, assigned, strict=True)]
+        return PanopticResult(result.semantic, tracked, new_segments)
+
+    def _iou(
+        self, live: list[Track], segments: list, sampled: Tensor, seg_ids: np.ndarray, num_bins: int
+    ) -> np.ndarray:
+        """``[T, K]`` IoU of each live track with each segment (module doc, step 2)."""
+        boxes = np.array([s.bbox for s in segments], dtype=np.float64)  # [K, 4]
+        predicted = np.stack([t.predicted_box(self.frame) for t in live])  # [T, 4]
+        iou = box_iou(predicted, boxes)  # [T, K]
+
+        previous = self._previous
+        if previous is not None and previous.shape == sampled.shape:
+            if previous.device != sampled.device:
+                previous = previous.to(sampled.device)
+            prev_bins = len(self._previous_track)
+            joint = (previous * num_bins + sampled).reshape(-1)  # [h*w] int32
+            hist = torch.bincount(joint, minlength=prev_bins * num_bins)
+            hist = hist.view(prev_bins, num_bins).cpu().numpy().astype(np.float64)
+            prev_area = hist.sum(axis=1)  # [K'+1]
+            cur_area = hist.sum(axis=0)  # [num_bins]
+            # rows: live tracks that own a previous id with sampled pixels
+            row_of_track = {t.id: i for i, t in enumerate(live) if t.last_seen == self.frame - 1}
+            prev_ids = np.flatnonzero(self._previous_track)
+            prev_ids = prev_ids[prev_area[prev_ids] > 0]
+            rows = np.array(
+                [row_of_track.get(int(self._previous_track[k]), -1) for k in prev_ids], dtype=np.int64
+            )
+            keep = rows >= 0
+            prev_ids, rows = prev_ids[keep], rows[keep]
+            inter = hist[prev_ids][:, seg_ids]  # [R, K]
+            union = prev_area[prev_ids, None] + cur_area[None, seg_ids] - inter
+            iou[rows] = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+        track_class = np.array([t.category_id for t in live])
+        seg_class = np.array([s.category_id for s in segments])
+        iou[track_class[:, None] != seg_class[None, :]] = 0.0
+        return iou
+
+    def _new_id(self) -> int:
+        """The next id not held by a live track, counting up and wrapping after 65535."""
+        if len(self.tracks) >= MAX_TRACK_ID:
+            raise RuntimeError(f"all {MAX_TRACK_ID} track ids are live; lower max_age")
+        while self._next_id in self.tracks:
+            self._next_id = self._next_id % MAX_TRACK_ID + 1
+        track_id = self._next_id
+        self._next_id = track_id % MAX_TRACK_ID + 1
+        return track_id
