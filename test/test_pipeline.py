@@ -191,24 +191,28 @@ def test_ready_frames_of_all_cameras_share_one_network_call(predictor):
     host = Host(predictor, cameras=("front", "rear"))
     host.gate.clear()
     try:
-        for k in range(3):  # f0 in publish, f1 inferred and waiting, f2 prepared and waiting
+        # Fill the stages with front frames until the prepare thread holds one it cannot hand
+        # on (f0 in publish, f1 waiting for it, f2 inferred, f3 waiting for inference, f4 held)
+        for k in range(5):
             host.pipeline.put((f"f{k}", frame(k)), "front")
             assert wait_for(lambda k=k: f"f{k}" in host.converted)
-        host.pipeline.put(("f3", frame(3)), "front")
-        host.pipeline.put(("r3", frame(13, 64, 200)), "rear")  # another size: padded into the batch
-        host.pipeline.put(("f4", frame(4)), "front")  # replaces f3
+            if k == 1:
+                assert wait_for(lambda: host.pipeline._to_publish._job is not None)
+        host.pipeline.put(("f5", frame(5)), "front")
+        host.pipeline.put(("r5", frame(15, 64, 200)), "rear")  # another size: padded into the batch
+        host.pipeline.put(("f6", frame(6)), "front")  # replaces f5
         host.gate.set()
-        assert wait_for(lambda: len(host.published) == 5)
+        assert wait_for(lambda: len(host.published) == 7)
         assert [(j.camera, j.message[0]) for j in host.published] == [
-            ("front", "f0"), ("front", "f1"), ("front", "f2"), ("front", "f4"), ("rear", "r3"),
+            *(("front", f"f{k}") for k in range(5)), ("front", "f6"), ("rear", "r5"),
         ]  # fmt: skip
         front, rear = host.published[-2:]
         assert front.result.semantic.shape == (96, 160) and rear.result.semantic.shape == (64, 200)
         assert front.times["infer"] == rear.times["infer"], "one network call for both"
-        assert host.pipeline.batches == 4 and host.pipeline.batch_sizes.percentile(100) == 2
+        assert host.pipeline.batches == 6 and host.pipeline.batch_sizes.percentile(100) == 2
         counters = host.pipeline.cameras
         assert host.pipeline.slot.dropped == {"front": 1, "rear": 0} and host.pipeline.dropped == 1
-        assert (counters["front"].frames_out, counters["rear"].frames_out) == (4, 1)
+        assert (counters["front"].frames_out, counters["rear"].frames_out) == (6, 1)
         assert counters["rear"].latency.percentile(50) > 0 and not host.errors
     finally:
         host.gate.set()
