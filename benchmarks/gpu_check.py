@@ -41,8 +41,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # a source checkout: no install needed
+sys.path.insert(0, str(ROOT / "test"))
 
 import torch  # noqa: E402
+from source_checkout import map_training_subpackage  # noqa: E402  (test/source_checkout.py)
 
 #: Seconds each part may start new rows in; a row that starts in time runs to its end.
 BUDGET_S = {"tests": 200, "torch": 150, "onnxruntime": 45, "tensorrt": 60}
@@ -56,21 +58,6 @@ VARIANTS = {
     "tensorrt": (("tensorrt", "fp16", False), ("tensorrt", "int8", False)),
 }
 NO_FP16_ONNX = "needs onnxconverter-common for fp16 ONNX"
-
-
-def map_training_subpackage() -> None:
-    """Import ``rt_panoptic_ros.training`` from ``training/`` as setup.py's ``package_dir``
-    does, where the package is not installed (as test/conftest.py does for the tests)."""
-    if importlib.util.find_spec("rt_panoptic_ros.training") is not None:
-        return
-    spec = importlib.util.spec_from_file_location(
-        "rt_panoptic_ros.training", ROOT / "training" / "__init__.py",
-        submodule_search_locations=[str(ROOT / "training")],
-    )  # fmt: skip
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["rt_panoptic_ros.training"] = module
-    spec.loader.exec_module(module)
 
 
 def run_tests(out_dir: Path, budget_s: float) -> dict[str, Any]:

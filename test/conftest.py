@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import os
 import re
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from source_checkout import map_training_subpackage
 
 from rt_panoptic_ros.ros.dds_profile import use_shipped_profile
 
@@ -34,25 +34,7 @@ use_shipped_profile()
 TRI_REFERENCE = ROOT / "test" / "data" / "tri_reference"
 
 
-def _map_training_subpackage() -> None:
-    """In a source checkout that was never installed (a GPU box without the venv, run as
-    ``python -m pytest`` from the repository root), import ``rt_panoptic_ros.training`` from
-    ``training/`` as setup.py's ``package_dir`` does; an installed package is left alone."""
-    if importlib.util.find_spec("rt_panoptic_ros") is None:
-        return
-    if importlib.util.find_spec("rt_panoptic_ros.training") is not None:
-        return
-    spec = importlib.util.spec_from_file_location(
-        "rt_panoptic_ros.training", ROOT / "training" / "__init__.py",
-        submodule_search_locations=[str(ROOT / "training")],
-    )  # fmt: skip
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["rt_panoptic_ros.training"] = module
-    spec.loader.exec_module(module)
-
-
-_map_training_subpackage()
+map_training_subpackage()
 
 
 @pytest.fixture(autouse=True)
