@@ -7,6 +7,7 @@ returns an exit status. Every error a user can cause is printed as one line
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
@@ -70,6 +71,7 @@ def infer_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the predictions of an existing, non-empty --output")  # fmt: skip
+    tracking_arguments(parser, enabled=False)
     args = parser.parse_args(argv)
 
     def body() -> int:
@@ -79,6 +81,7 @@ def infer_main(argv: Sequence[str] | None = None) -> int:
         from rt_panoptic_ros.runtime.predictor import Predictor
 
         images = list_images(args.source)
+        tracking(args)  # a bad value costs no model loading
         prepare_output(args.output, args.overwrite)
         predictor = Predictor(args.model, device=args.device, backend=args.backend)
         with tqdm(total=len(images), unit="img", desc="infer", dynamic_ncols=True) as bar:
@@ -91,7 +94,7 @@ def infer_main(argv: Sequence[str] | None = None) -> int:
                 bar.write(f"{parser.prog}: error: {message}", file=sys.stderr)
                 bar.update(1)
 
-            report = run_inference(predictor, images, args.output, progress, on_error)
+            report = run_inference(predictor, images, args.output, progress, on_error, tracking(args))
         if report.latencies_ms:
             mean = sum(report.latencies_ms) / len(report.latencies_ms)
             print(f"wrote {len(report.written)} image(s) to {args.output} (mean latency {mean:.0f} ms)",
@@ -290,105 +293,49 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
 
 
 def bag_main(argv: Sequence[str] | None = None) -> int:
-    """``rt-panoptic-bag IN OUT --image-topic T``: every frame of a recorded topic -> a bag of outputs."""
-    parser = make_parser(
-        "rt-panoptic-bag",
-        "Segment every frame of an image topic of a rosbag2 (sqlite3 or mcap) and write the node's "
-        "outputs (panoptic/semantic, panoptic/instance, panoptic/detections, and with --overlay "
-        "panoptic/overlay, in the image topic's namespace) to a new bag in the same storage format, "
-        "each with the input's header and bag time.",
-    )
-    parser.add_argument("input", metavar="IN", help="input bag (a folder, or a .db3 / .mcap file)")
-    parser.add_argument("output", metavar="OUT", help="output bag folder to create")
-    parser.add_argument(
-        "--image-topic", required=True, metavar="T", help="sensor_msgs/Image or CompressedImage topic"
-    )
-    parser.add_argument(
-        "--model", default=None, help="model file (.pt, .onnx, .engine); none: the bundled model"
-    )
-    parser.add_argument(
-        "--backend",
-        default="auto",
-        choices=["auto", "torch", "onnxruntime", "tensorrt"],
-        help="inference backend",
-    )
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...; none: the backend's own")
-    parser.add_argument("--overlay", action="store_true", help="also write panoptic/overlay (rgb8)")
-    parser.add_argument("--overlay-alpha", type=float, default=0.5, help="weight of the overlay's colours")
-    parser.add_argument(
-        "--start", type=float, default=0.0, metavar="S", help="seconds after the bag's first message"
-    )
-    parser.add_argument(
-        "--duration", type=float, default=None, metavar="D", help="seconds to process; none: to the end"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it is an existing bag")
-    args = parser.parse_args(argv)
-    prog = parser.prog
+    """``rt-panoptic-bag``: one bag (``IN OUT``) or many (``BAG... --output-dir DIR [--ray]``).
 
-    def body() -> int:
-        import signal
+    The bag tool's command line lives with the bag tool (:mod:`rt_panoptic_ros.ros.bag.cli`).
+    """
+    from rt_panoptic_ros.ros.bag.cli import bag_main as main
 
-        from tqdm import tqdm
-
-        from rt_panoptic_ros.ros.bag.processing import BagJob, format_stamp
-        from rt_panoptic_ros.runtime.predictor import Predictor
-
-        # Every check that needs no model comes first: a typo costs no model loading.
-        job = BagJob(
-            args.input, args.output, args.image_topic, overlay=args.overlay, overlay_alpha=args.overlay_alpha,
-            start_s=args.start, duration_s=args.duration, overwrite=args.overwrite,
-        )  # fmt: skip
-        try:
-            model = _bag_model(args.model)
-            _log_to_stderr(prog)
-            predictor = Predictor(model, device=args.device, backend=args.backend)
-            where = f"{model.name} on {predictor.backend.name}/{predictor.device}"
-            print(f"{prog}: {job.total} frame(s) of {args.image_topic} -> {args.output} "
-                  f"({', '.join(job.topics.values())}) with {where}", file=sys.stderr)  # fmt: skip
-            with tqdm(total=job.total, unit="frame", desc="segment", dynamic_ncols=True) as bar:
-
-                def skipped(frame) -> None:
-                    stamp = format_stamp(frame.timestamp, job.input.start_time)
-                    bar.write(
-                        f"{prog}: skipped the frame at bag time {stamp}: {frame.reason}", file=sys.stderr
-                    )
-                    bar.update(1)
-
-                # SIGTERM (kill, timeout, a launch system) stops the run as Ctrl-C does: a valid bag.
-                previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-                try:
-                    provenance = {"rt_panoptic_ros.model": str(model), "rt_panoptic_ros.backend": where}
-                    report = job.run(predictor, lambda: bar.update(1), skipped, provenance)
-                finally:
-                    signal.signal(signal.SIGTERM, previous)
-        finally:
-            job.close()
-        rate = f"{report.seconds:.1f} s, {report.fps:.2f} frames/s"
-        skipped = f", {len(report.skipped)} skipped" if report.skipped else ""
-        if report.interrupted:
-            print(f"{prog}: interrupted after {report.written} of {job.total} frame(s) ({rate}{skipped}); "
-                  f"{args.output} is a valid bag holding them", file=sys.stderr)  # fmt: skip
-            return EXIT_INTERRUPTED
-        print(f"{prog}: wrote {args.output}: {report.written} frame(s) ({rate}){skipped}", file=sys.stderr)
-        return 0
-
-    return run_cli(prog, body)
+    return main(argv)
 
 
-def _bag_model(path: str | None):
-    """``--model``, or the bundled model (with a hint in the CLI's own terms when there is none)."""
-    from pathlib import Path
+def tracking_arguments(parser: argparse.ArgumentParser, enabled: bool) -> None:
+    """``--track`` (or, where tracking is on by default, ``--no-track``), ``--max-age``,
+    ``--iou-threshold``: the node's ``tracking.*`` parameters as options."""
+    from rt_panoptic_ros.tracking import DEFAULT_TRACKING
 
-    from rt_panoptic_ros.errors import CheckpointError
-    from rt_panoptic_ros.ros.bundled import bundled_model_path
+    group = parser.add_argument_group("tracking (stable instance ids across frames, docs/tracking.md)")
+    if enabled:
+        group.add_argument("--no-track", dest="track", action="store_false",
+                           help="number each frame's instances 1..K afresh instead")  # fmt: skip
+    else:
+        group.add_argument(
+            "--track", action="store_true", help="the images are one video's frames in name order: track them"
+        )
+    group.add_argument("--max-age", type=int, default=DEFAULT_TRACKING.max_age, metavar="N",
+                       help="frames an unseen object keeps its id")  # fmt: skip
+    group.add_argument("--iou-threshold", type=float, default=DEFAULT_TRACKING.iou_threshold, metavar="T",
+                       help="least overlap with a track to continue it, in (0, 1]")  # fmt: skip
 
-    if path is not None:
-        return Path(path)
+
+def tracking(args: argparse.Namespace):
+    """The :class:`~rt_panoptic_ros.tracking.TrackingSettings` of :func:`tracking_arguments`'
+    options, or ``None`` when tracking is off.
+
+    Raises:
+        InputError: ``--max-age`` or ``--iou-threshold`` out of range (one line).
+    """
+    from rt_panoptic_ros.errors import InputError
+    from rt_panoptic_ros.tracking import TrackingSettings
+
+    if not args.track:
+        return None
+    settings = TrackingSettings(max_age=args.max_age, iou_threshold=args.iou_threshold)
     try:
-        return bundled_model_path()
-    except CheckpointError:
-        raise CheckpointError("no --model given and no bundled model installed; pass --model PATH") from None
-
-
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+        settings.tracker()
+    except ValueError as error:
+        raise InputError(f"--max-age / --iou-threshold: {error}") from None
+    return settings

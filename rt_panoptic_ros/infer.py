@@ -5,6 +5,11 @@ Layout written under ``OUT`` (scored directly by ``rt-panoptic-eval`` / panoptic
     OUT/panoptic/<stem>.png   segment ids as R + 256 G + 256^2 B
     OUT/panoptic.json         images, annotations (file_name, image_id = stem, segments_info), categories
     OUT/overlay/<stem>.png    the image blended with its panoptic colours, boxes and labels
+
+With tracking (``rt-panoptic-infer --track``) the images are frames of one video in name
+order: an instance keeps its track id from frame to frame as its segment id, and stuff class c
+is segment ``TRACKED_STUFF_BASE + c`` in every frame (video panoptic datasets' convention, what
+``rt-panoptic-eval --video`` reads).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from rt_panoptic_ros.image_io import read_rgb, write_panoptic_png, write_rgb
 from rt_panoptic_ros.panoptic.coco_format import categories, to_coco_panoptic
 from rt_panoptic_ros.panoptic.fusion import void_label
 from rt_panoptic_ros.runtime.predictor import Predictor
+from rt_panoptic_ros.tracking import TrackingSettings
 from rt_panoptic_ros.visualization import draw_overlay
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -87,6 +93,7 @@ def run_inference(
     output: str | Path,
     progress: Callable[[int], Any] | None = None,
     on_error: Callable[[str], None] | None = None,
+    tracking: TrackingSettings | None = None,
 ) -> InferenceReport:
     """Segment ``images`` and write the predictions folder ``output``.
 
@@ -96,6 +103,8 @@ def run_inference(
     Args:
         progress: called with the latency (ms) of each image, e.g. a progress bar's update.
         on_error: called with a one-line message per failed image.
+        tracking: the images are frames of one video, in this order: track the instances
+            (``None``: each image on its own, ids 1..K).
     """
     output = Path(output)
     (output / "panoptic").mkdir(parents=True, exist_ok=True)
@@ -103,6 +112,7 @@ def run_inference(
     cfg = predictor.cfg
     void = void_label(cfg.dataset.num_classes)
     report = InferenceReport()
+    tracker = tracking.tracker() if tracking is not None and tracking.enabled else None
     annotations, image_entries = [], []
     for path in images:
         try:
@@ -114,13 +124,14 @@ def run_inference(
             continue
         start = time.perf_counter()
         result = predictor(rgb)
+        if tracker is not None:
+            result = tracker.update(result)
         latency = (time.perf_counter() - start) * 1000
         ids, segments_info = to_coco_panoptic(result, cfg, void)
         file_name = f"{path.stem}.png"
         write_panoptic_png(output / "panoptic" / file_name, ids)
-        overlay = draw_overlay(
-            rgb, result.semantic.numpy(), result.instance.numpy(), result.segments, cfg.dataset.class_names
-        )
+        semantic, segment_index = result.semantic.numpy(), result.segment_index.numpy()
+        overlay = draw_overlay(rgb, semantic, segment_index, result.segments, cfg.dataset.class_names)
         write_rgb(output / "overlay" / file_name, overlay)
         image_entries.append(
             {"id": path.stem, "file_name": path.name, "height": rgb.shape[0], "width": rgb.shape[1]}

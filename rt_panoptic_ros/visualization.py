@@ -53,11 +53,12 @@ def class_palette(num_classes: int) -> np.ndarray:
 
 
 def instance_colours(segments: Sequence[Segment], palette: np.ndarray) -> np.ndarray:
-    """``[K, 3]`` uint8 RGB of instances 1..K: the class colour, shaded by a golden-ratio
-    sequence so that neighbouring instances of one class differ."""
+    """``[K, 3]`` uint8 RGB of ``segments``: the class colour, shaded by a golden-ratio sequence
+    of the segment's ``id`` so that neighbouring instances of one class differ, and a tracked
+    object (its ``id`` a track id) keeps its colour from frame to frame."""
     if not segments:
         return np.zeros((0, 3), np.uint8)
-    shade = 0.55 + 0.45 * ((np.arange(1, len(segments) + 1) * _GOLDEN) % 1.0)
+    shade = 0.55 + 0.45 * ((np.array([s.id for s in segments], dtype=np.float64) * _GOLDEN) % 1.0)
     base = palette[[min(s.category_id, len(palette) - 1) for s in segments]].astype(np.float32)
     return np.clip(base * shade[:, None] + (1 - shade[:, None]) * 40, 0, 255).astype(np.uint8)
 
@@ -115,8 +116,10 @@ def draw_overlay(
         semantic: ``[H, W]`` class ids, as in ``PanopticResult.semantic``: a numpy array or a
             torch tensor. CUDA tensors are coloured and blended on their device and one uint8
             image comes back; CPU tensors take the numpy path.
-        instance: ``[H, W]`` 0 or segment id k (``segments[k - 1]``), numpy or torch.
-        segments: the instances, ordered by id; their ``bbox`` is in ``image`` pixels.
+        instance: ``[H, W]`` 0 or k for ``segments[k - 1]`` (``PanopticResult.segment_index``:
+            a tracked result's frame-local map, not its track ids), numpy or torch.
+        segments: the instances in that order; their ``bbox`` is in ``image`` pixels, their
+            ``id`` (a track id when tracked) picks the shade.
         class_names: one name per class id; also fixes the palette (:func:`class_palette`).
         alpha: weight of the colours (0 = image only, 1 = colours only); void stays image.
         boxes, labels: draw each instance's box in its class colour, and "name score" on it.

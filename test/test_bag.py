@@ -38,6 +38,7 @@ from rt_panoptic_ros.ros.bag.processing import output_topics
 from rt_panoptic_ros.ros.bag.storage import _REPO_VISION_MSGS, output_typestore, vision_msgs_definitions
 from rt_panoptic_ros.ros.messages import detections_msg
 from rt_panoptic_ros.runtime import Predictor
+from rt_panoptic_ros.tracking import PanopticTracker
 
 STORE = get_typestore(Stores.ROS2_KILTED)  # rosbags' own message classes, not rclpy's
 T0 = 1_700_000_000 * 10**9  # header stamp of the first frame (ns)
@@ -187,9 +188,11 @@ def run(*args: str, capsys=None) -> tuple[int, list[str]]:
 @pytest.mark.parametrize("topic", ["/cam/image", "/cam/image/compressed"])
 def test_every_frame_has_its_outputs(storage, topic, bags, pictures, model_file, predictor, tmp_path, capsys):
     overlay = storage == "mcap"  # both ways, without a third run per case
+    track = topic.endswith("/image")  # tracking is on by default; off with --no-track
     out = tmp_path / "out"
     args = [bags[storage], out, "--image-topic", topic, "--model", model_file, "--backend", "torch"]
-    status, lines = run(*args, *(["--overlay"] if overlay else []), capsys=capsys)
+    options = [*(["--overlay"] if overlay else []), *([] if track else ["--no-track"])]
+    status, lines = run(*args, *options, capsys=capsys)
     assert status == 0, lines
     assert lines[-1].startswith(f"rt-panoptic-bag: wrote {out}: {FRAMES} frame(s)"), lines
 
@@ -210,8 +213,14 @@ def test_every_frame_has_its_outputs(storage, topic, bags, pictures, model_file,
     for name in names:  # exactly one message per frame and topic, at the frame's bag time
         assert [t for t, _ in messages[f"/cam/panoptic/{name}"]] == bag_times, name
 
+    assert metadata["custom_data"]["rt_panoptic_ros.tracking"] == (
+        "max_age=30 iou_threshold=0.3" if track else "disabled"
+    )
+    tracker = PanopticTracker()  # the library's tracker, on the frames in bag order
     for k, (rgb, encoding, jpeg) in enumerate(pictures):
         result = predictor(expected_rgb("jpeg" if topic.endswith("compressed") else encoding, rgb, jpeg))
+        if track:
+            result = tracker.update(result, T0 + k * PERIOD)
         semantic = deserialize_message(messages["/cam/panoptic/semantic"][k][1], Image)
         instance = deserialize_message(messages["/cam/panoptic/instance"][k][1], Image)
         detections = deserialize_message(messages["/cam/panoptic/detections"][k][1], Detection2DArray)

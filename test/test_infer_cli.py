@@ -141,6 +141,45 @@ def test_a_device_this_machine_lacks_is_one_line(model_file, image_dir, tmp_path
     assert len(lines) == 1 and lines[0].startswith("rt-panoptic-infer: error: ") and expected in lines[0]
 
 
+def test_track_keeps_ids_across_the_frames_of_a_folder(model_file, tmp_path):
+    """--track: frames in name order; an object keeps its id (the same picture three times
+    keeps all of them), another picture brings new ids, stuff class c is 65536 + c."""
+    folder = tmp_path / "video"
+    folder.mkdir()
+    first, other = (
+        np.random.default_rng(seed).integers(0, 256, (96, 128, 3), dtype=np.uint8) for seed in (5, 6)
+    )
+    for k, picture in enumerate([first, first, other, first]):
+        cv2.imwrite(str(folder / f"{k:04d}.png"), picture)
+    out = tmp_path / "pred"
+    result = run_cli(
+        "rt-panoptic-infer", "--model", str(model_file), str(folder), "--output", str(out), "--track"
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads((out / "panoptic.json").read_text())
+    things = {c["id"] for c in document["categories"] if c["isthing"]}
+    frames = []
+    for annotation in document["annotations"]:
+        ids = rgb_to_id(read_png_rgb(out / "panoptic" / annotation["file_name"]))
+        info = annotation["segments_info"]
+        assert set(np.unique(ids).tolist()) - {0} == {s["id"] for s in info}
+        for segment in info:
+            is_thing = segment["category_id"] in things
+            assert (segment["id"] <= 65535) if is_thing else (segment["id"] == 65536 + segment["category_id"])
+        frames.append(sorted(s["id"] for s in info if s["category_id"] in things))
+    assert frames[0] and frames[1] == frames[0] and frames[3] == frames[0]
+    assert set(frames[2]) - set(frames[0]), "the other picture's objects take new ids"
+
+    bad = run_cli(
+        "rt-panoptic-infer", "--model", str(model_file), str(folder), "--output", str(tmp_path / "o"),
+        "--track", "--iou-threshold", "0",
+    )  # fmt: skip
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines() == [
+        "rt-panoptic-infer: error: --max-age / --iou-threshold: iou_threshold must be in (0, 1], got 0.0"
+    ]
+
+
 class Payload:
     """A pickled object of this class is what an unsafe .pt holds."""
 

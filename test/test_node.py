@@ -238,7 +238,11 @@ def test_bad_input_is_rejected_and_the_node_keeps_serving(rig):
 def set_parameter(rig, name: str, value) -> tuple[bool, str]:
     client = rig.recorder.create_client(SetParameters, "/t1/panoptic_node/set_parameters")
     assert client.wait_for_service(timeout_sec=10.0)
-    if isinstance(value, float):
+    if isinstance(value, bool):
+        parameter_value = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+    elif isinstance(value, int):
+        parameter_value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+    elif isinstance(value, float):
         parameter_value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
     else:
         parameter_value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
@@ -271,6 +275,31 @@ def test_thresholds_change_at_run_time_and_bad_ones_are_refused(rig):
     assert (outputs["overlay"].height, outputs["overlay"].width) == (64, 64)  # the others keep 128x128
     assert (outputs["semantic"].height, outputs["semantic"].width) == (128, 128)
     assert set_parameter(rig, "overlay_scale", 1.0) == (True, "")
+    time.sleep(0.2)
+
+
+def test_instances_keep_their_track_ids_and_tracking_can_be_switched_off(rig):
+    """Tracking is on by default: an object keeps its id across frames, a new one gets a new id
+    (pixel k <-> detection id k stays true); switched off, every frame numbers 1..K afresh."""
+
+    def ids(rgb: np.ndarray) -> list[int]:
+        key = rig.send(image_msg(rgb, "rgb8"))
+        outputs = rig.outputs(key)
+        check_outputs(outputs, key, *rgb.shape[:2])
+        return sorted(int(d.id) for d in outputs["detections"].detections)
+
+    first, other = rgb_frame(128, 128, seed=5), rgb_frame(128, 128, seed=6)
+    before = ids(first)
+    assert ids(first) == before  # the same objects: the same ids
+    moved = ids(other)  # other objects: new ids beside the kept ones, not 1..K
+    assert moved != list(range(1, len(moved) + 1)) and len(set(moved) - set(before)) > 0
+    assert int(rig.last_diagnostics()["live_tracks"]) >= len(moved)
+    assert set_parameter(rig, "tracking.enabled", False) == (True, "")
+    time.sleep(0.2)
+    assert ids(other) == list(range(1, len(moved) + 1))
+    ok, reason = set_parameter(rig, "tracking.max_age", -1)
+    assert not ok and "-1" in reason
+    assert set_parameter(rig, "tracking.enabled", True) == (True, "")
     time.sleep(0.2)
 
 

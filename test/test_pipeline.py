@@ -14,12 +14,14 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from conftest import rigged_model, wait_for
 
 from rt_panoptic_ros.errors import ImageError
 from rt_panoptic_ros.ros.frame_slot import MultiSlot
 from rt_panoptic_ros.ros.pipeline import STAGES, FramePipeline, Job
 from rt_panoptic_ros.runtime import Predictor
+from rt_panoptic_ros.tracking import DEFAULT_TRACKING, TrackingSettings
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,8 @@ def predictor() -> Predictor:
 
 
 class Host:
-    """The node's side: messages are ``(name, rgb)``; ``publish`` can be held at a gate."""
+    """The node's side: messages are ``(name, rgb)`` or ``(name, rgb, stamp)``; ``publish`` can
+    be held at a gate."""
 
     def __init__(
         self,
@@ -36,6 +39,7 @@ class Host:
         wanted=("semantic", "instance", "detections", "overlay"),
         cameras=("",),
         batch_wait_s: float = 0.0,
+        tracking: TrackingSettings | None = DEFAULT_TRACKING,
     ):
         self.converted: list[str] = []
         self.published: list[Job] = []
@@ -48,11 +52,12 @@ class Host:
         self.pipeline = FramePipeline(
             predictor, predictor.cfg, self.convert, lambda camera: self.wanted, self.publish,
             lambda stage, error: self.errors.append((stage, error)), stopping=lambda: self.stopping,
-            cameras=cameras, batch_wait_s=batch_wait_s,
+            cameras=cameras, batch_wait_s=batch_wait_s, tracking=tracking,
+            stamp_of=lambda message: message[2] if len(message) > 2 else None,
         )  # fmt: skip
 
     def convert(self, message):
-        name, rgb = message
+        name, rgb = message[:2]
         if rgb is None:
             raise ImageError(f"{name}: not an image")
         self.converted.append(name)
@@ -256,6 +261,49 @@ def test_a_camera_nobody_listens_to_is_skipped_alone(predictor):
         host.pipeline.put(("r0", frame(1)), "rear")
         assert wait_for(lambda: len(host.published) == 1 and host.pipeline.skipped >= 1)
         assert host.published[0].camera == "front" and host.published[0].wanted == {"semantic"}
+    finally:
+        host.pipeline.close()
+
+
+def test_each_camera_is_tracked_alone_and_restarts_when_its_stamps_go_back(predictor):
+    host = Host(predictor, cameras=("front", "rear"))
+    try:
+        for k, (camera, stamp) in enumerate([("front", 10), ("front", 20), ("rear", 5), ("front", 30)]):
+            host.pipeline.put((f"{camera}{stamp}", frame(0), stamp), camera)
+            assert wait_for(lambda k=k: host.pipeline.frames_out == k + 1)
+        trackers = host.pipeline.trackers
+        assert trackers["front"].frame == 2 and trackers["rear"].frame == 0
+        first, third = host.published[0].result, host.published[3].result
+        # the same picture three times on one camera: the same objects keep their ids
+        assert [s.id for s in first.segments] == [s.id for s in third.segments]
+        assert first.frame_instance is not None and third.instance.dtype == torch.int32
+        assert "track" in host.published[3].times
+
+        host.pipeline.put(("front1", frame(0), 1), "front")  # older than 30: a new sequence
+        assert wait_for(lambda: host.pipeline.frames_out == 5)
+        assert trackers["front"].frame == 0 and min(trackers["front"].tracks) == 1
+    finally:
+        host.pipeline.close()
+
+
+def test_tracking_is_switched_off_and_on_while_running(predictor):
+    host = Host(predictor, tracking=None)
+    try:
+        host.pipeline.put(("f0", frame(0)))
+        assert wait_for(lambda: host.pipeline.frames_out == 1)
+        untracked = host.published[0].result
+        assert untracked.frame_instance is None and not host.pipeline.trackers
+        assert [s.id for s in untracked.segments] == list(range(1, len(untracked.segments) + 1))
+
+        host.pipeline.set_tracking(TrackingSettings(max_age=3))
+        host.pipeline.put(("f1", frame(0)))
+        assert wait_for(lambda: host.pipeline.frames_out == 2)
+        assert host.published[1].result.frame_instance is not None
+        with pytest.raises(ValueError, match="iou_threshold"):
+            host.pipeline.set_tracking(TrackingSettings(iou_threshold=0.0))
+        assert host.pipeline.trackers[""].iou_threshold == 0.3  # a bad value changes nothing
+        host.pipeline.set_tracking(TrackingSettings(max_age=7))
+        assert host.pipeline.trackers[""].max_age == 7 and host.pipeline.trackers[""].frame == 0
     finally:
         host.pipeline.close()
 

@@ -14,6 +14,10 @@ from rt_panoptic_ros.config import Config
 from rt_panoptic_ros.image_io import VOID_SEGMENT
 from rt_panoptic_ros.panoptic.result import PanopticResult, instance_boxes
 
+#: Segment id of stuff class c in a tracked result's COCO map: ``TRACKED_STUFF_BASE + c``,
+#: above every track id (1..65535), the same in every frame.
+TRACKED_STUFF_BASE = 1 << 16
+
 
 def category_id(cfg: Config, semantic_id: int) -> int:
     """The dataset category id of semantic class ``semantic_id`` (itself if none are given)."""
@@ -38,6 +42,10 @@ def to_coco_panoptic(
     (in class order); void pixels are :data:`VOID_SEGMENT`. Stuff segments carry score 1.0
     (the decoder scores instances only).
 
+    A tracked result (``frame_instance`` set) keeps its ids over time, as video panoptic
+    datasets do: an instance's id is its track id (1..65535) and stuff class c is
+    :data:`TRACKED_STUFF_BASE` + c in every frame.
+
     Args:
         void: the semantic id of void in ``result.semantic``.
 
@@ -46,7 +54,7 @@ def to_coco_panoptic(
         ids), ``iscrowd`` 0, ``area``, ``bbox`` ``[x, y, w, h]``, ``score``.
     """
     semantic = result.semantic.long()
-    instance = result.instance.long()
+    instance = result.segment_index.long()  # pixel k = segments[k - 1]
     count = len(result.segments)
     stuff = (instance == 0) & (semantic != void)
     present = torch.unique(semantic[stuff])  # sorted stuff classes present
@@ -59,6 +67,11 @@ def to_coco_panoptic(
     boxes = instance_boxes(ids, total).tolist()
     labels = [s.category_id for s in result.segments] + stuff_classes
     scores = [s.score for s in result.segments] + [1.0] * len(stuff_classes)
+    segment_ids = list(range(1, total + 1))
+    if result.frame_instance is not None:
+        segment_ids = [s.id for s in result.segments] + [TRACKED_STUFF_BASE + c for c in stuff_classes]
+        to_tracked = torch.tensor([VOID_SEGMENT, *segment_ids], dtype=torch.long, device=ids.device)
+        ids = to_tracked[ids]
     segments_info = [
         {
             "id": k,
@@ -68,6 +81,6 @@ def to_coco_panoptic(
             "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
             "score": round(float(score), 5),
         }
-        for k, (label, area, box, score) in enumerate(zip(labels, areas, boxes, scores, strict=True), 1)
+        for k, label, area, box, score in zip(segment_ids, labels, areas, boxes, scores, strict=True)
     ]
     return ids.cpu().numpy().astype(np.uint32), segments_info

@@ -37,15 +37,29 @@ class PanopticResult:
         instance: ``[H, W]`` 0 = stuff or void, k = ``segments[k - 1]`` (int16; int32 when
             ``max_detections`` exceeds 32767).
         segments: the instances, ordered by id.
+        frame_instance: only on a tracked result (``rt_panoptic_ros.tracking``), whose
+            ``instance`` holds track ids and whose ``segments`` carry them as ``id`` (in the
+            frame's order, not sorted by id): the frame's own ``[H, W]`` map in which pixel k
+            is ``segments[k - 1]``. ``None``: ``instance`` is that map.
     """
 
     semantic: Tensor
     instance: Tensor
     segments: list[Segment] = field(default_factory=list)
+    frame_instance: Tensor | None = None
+
+    @property
+    def segment_index(self) -> Tensor:
+        """``[H, W]`` map in which pixel k is ``segments[k - 1]`` (0 = none), tracked or not:
+        what drawing and per-segment statistics index by."""
+        return self.instance if self.frame_instance is None else self.frame_instance
 
     def to(self, device: str | torch.device) -> PanopticResult:
         """The same result with its maps on ``device`` (one copy each)."""
-        return PanopticResult(self.semantic.to(device), self.instance.to(device), list(self.segments))
+        frame_instance = None if self.frame_instance is None else self.frame_instance.to(device)
+        return PanopticResult(
+            self.semantic.to(device), self.instance.to(device), list(self.segments), frame_instance
+        )
 
 
 def instance_boxes(instance: Tensor, count: int) -> Tensor:

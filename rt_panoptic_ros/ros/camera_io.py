@@ -107,6 +107,7 @@ def camera_status(
         "latency_p90_ms": counters.latency.percentile(90),
         **{f"{stage}_p50_ms": pipeline.stage_times[stage].percentile(50) for stage in STAGES},
         "batch_size_p50": pipeline.batch_sizes.percentile(50),
+        "live_tracks": len(tracker.tracks) if (tracker := pipeline.trackers.get(camera.name)) else 0,
         "frames_in": source.frames_in,
         "frames_out": counters.frames_out,
         "dropped": pipeline.slot.dropped[camera.name],

@@ -11,6 +11,11 @@ from vision_msgs.msg import Detection2D, Detection2DArray, LabelInfo, ObjectHypo
 from rt_panoptic_ros.panoptic import Segment
 
 
+def stamp_ns(header: Header) -> int:
+    """A header's stamp in nanoseconds: a frame's identity across topics, and the trackers' clock."""
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
 def detections_msg(header: Header, segments: Sequence[Segment]) -> Detection2DArray:
     """One ``Detection2D`` per instance, with the input's header.
 

@@ -16,6 +16,7 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from rt_panoptic_ros.ros.messages import stamp_ns
 from rt_panoptic_ros.ros.qos import RELIABLE, InputQos, choose_input_qos
 from rt_panoptic_ros.ros.stats import RateWindow
 from rt_panoptic_ros.ros.transport_stats import TransportLoss
@@ -122,8 +123,7 @@ class FollowingInput:
 
     def _on_image(self, message: Any) -> None:
         """Subscription callback: count the frame and hand it on (never blocks on inference)."""
-        stamp = message.header.stamp
-        frame = (message.header.frame_id, stamp.sec * 1_000_000_000 + stamp.nanosec)
+        frame = (message.header.frame_id, stamp_ns(message.header))
         if self._retiring is not None and frame == self._last_frame:
             return  # the same frame from the old and the new subscription during a QoS change
         self._last_frame = frame

@@ -92,7 +92,7 @@ def overlay_message(
     picture = draw_overlay(
         rgb,
         result.semantic.numpy(),
-        result.instance.numpy(),
+        result.segment_index.numpy(),
         result.segments,
         class_names,
         alpha,

@@ -43,7 +43,7 @@ from rt_panoptic_ros.ros import image_conversion
 from rt_panoptic_ros.ros.bundled import bundled_model_path
 from rt_panoptic_ros.ros.camera_io import CameraIO, camera_status
 from rt_panoptic_ros.ros.dds_profile import ProfileChoice
-from rt_panoptic_ros.ros.messages import label_info_msg
+from rt_panoptic_ros.ros.messages import label_info_msg, stamp_ns
 from rt_panoptic_ros.ros.outputs import OUTPUT_DEPTH, output_messages, overlay_message
 from rt_panoptic_ros.ros.parameters import (
     RUNTIME_PARAMETERS,
@@ -52,11 +52,13 @@ from rt_panoptic_ros.ros.parameters import (
     apply_decoder_values,
     check_value,
     decoder_parameters,
+    tracking_settings,
 )
 from rt_panoptic_ros.ros.pipeline import FramePipeline, Job
 from rt_panoptic_ros.ros.qos import RELIABLE
 from rt_panoptic_ros.runtime import Predictor
 from rt_panoptic_ros.runtime.sources import ModelSource
+from rt_panoptic_ros.tracking import TrackingSettings
 
 NODE_NAME = "panoptic_node"
 #: String-array parameters fixed at start-up (declared writable, see ``_declare_string_array``).
@@ -153,10 +155,12 @@ class PanopticCore:
         self._warmup()
 
         self.max_input_pixels: int = startup["max_input_pixels"]
+        self.tracking = tracking_settings(runtime, TrackingSettings())
         self.pipeline = FramePipeline(
             self.predictor, cfg, self._convert, self._wanted, self._publish, self._on_frame_error,
             stopping=lambda: self._stopping or not node.context.ok(), infer_in_caller=infer_in_caller,
             cameras=tuple(self.cameras), batch_wait_s=startup["batch_wait_ms"] / 1000,
+            tracking=self.tracking, stamp_of=lambda message: stamp_ns(message.header),
         )  # fmt: skip
         self._parameter_callback = self._on_set_parameters  # the same object, to remove it
         node.add_on_set_parameters_callback(self._parameter_callback)
@@ -171,6 +175,7 @@ class PanopticCore:
     def start(self) -> str:
         """Subscribe to the inputs and start the diagnostics; returns where it listens (one line)."""
         self.active = True
+        self.pipeline.reset_tracks()  # after a pause, old tracks would match unrelated objects
         listening = ", ".join(camera.open() for camera in self.cameras.values())
         self._timers = [self.node.create_timer(1.0, self._publish_diagnostics)]
         return f"listening on {listening}; outputs {self.output_qos}; {self.dds_profile}"
@@ -263,6 +268,10 @@ class PanopticCore:
         self.publish_overlay = values.get("publish_overlay", self.publish_overlay)
         self.overlay_alpha = float(values.get("overlay_alpha", self.overlay_alpha))
         self.overlay_scale = float(values.get("overlay_scale", self.overlay_scale))
+        tracking = tracking_settings(values, self.tracking)
+        if tracking != self.tracking:
+            self.pipeline.set_tracking(tracking)
+            self.tracking = tracking
         if values:
             self.node.get_logger().info(f"parameters changed: {values}")
         return SetParametersResult(successful=True)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from rt_panoptic_ros.config import SIZE_DIVISIBILITY, Config, DecoderConfig
 from rt_panoptic_ros.ros.qos import OUTPUT_RELIABILITY_SETTINGS, RELIABILITY_SETTINGS
+from rt_panoptic_ros.tracking import TrackingSettings
 
 BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "tensorrt")
 #: ``auto``: the backend's default (torch: fp16 on CUDA; an ONNX or engine file: its own).
@@ -166,6 +167,33 @@ RUNTIME_PARAMETERS: tuple[ParamSpec, ...] = (
         high=1.0,
         read_only=False,
     ),
+    ParamSpec(
+        "tracking.enabled",
+        TrackingSettings.enabled,
+        "give instances stable track ids across frames (panoptic/instance pixel values and "
+        "Detection2D.id); off: each frame numbers its instances 1..K afresh. Switching it on "
+        "starts new tracks",
+        read_only=False,
+    ),
+    ParamSpec(
+        "tracking.max_age",
+        TrackingSettings.max_age,
+        "frames a track is kept after it was last seen, so that an object missed or hidden "
+        "for up to this many frames gets its id back",
+        low=0,
+        high=100000,
+        step=1,
+        read_only=False,
+    ),
+    ParamSpec(
+        "tracking.iou_threshold",
+        TrackingSettings.iou_threshold,
+        "least overlap (mask IoU with the last frame, or IoU of the predicted box) for an "
+        "instance to continue a track",
+        low=0.01,
+        high=1.0,
+        read_only=False,
+    ),
 )
 
 _DECODER_DESCRIPTIONS = {
@@ -240,6 +268,14 @@ def apply_decoder_values(cfg: Config, values: Mapping[str, Any]) -> Config:
     floats = {f.name for f in dataclasses.fields(DecoderConfig) if f.type in ("float", float)}
     changes = {k: float(v) if k in floats else v for k, v in changes.items()}
     return dataclasses.replace(cfg, decoder=dataclasses.replace(cfg.decoder, **changes))
+
+
+def tracking_settings(values: Mapping[str, Any], current: TrackingSettings) -> TrackingSettings:
+    """``current`` with the ``tracking.*`` parameter values among ``values`` applied."""
+    changes = {k.removeprefix("tracking."): v for k, v in values.items() if k.startswith("tracking.")}
+    if "iou_threshold" in changes:
+        changes["iou_threshold"] = float(changes["iou_threshold"])
+    return dataclasses.replace(current, **changes) if changes else current
 
 
 def check_cameras(names: Any) -> str | None:

@@ -1,8 +1,8 @@
 """The node's frame pipeline, ROS-free: keep-latest slots and three overlapping stages.
 
     subscriptions -> [slots] -> prepare -> [handoff] -> infer -> [handoff] -> publish
-                     keep latest  convert,            network,             overlay, messages,
-                     per camera   upload (one batch)  decode, download     publish (the node's)
+                     keep latest  convert,            network,             track, overlay,
+                     per camera   upload (one batch)  decode, download     messages, publish
 
 Each stage runs on its own thread, so while frame n is inferred, frame n-1's overlay and
 messages are built and published and frame n+1 is converted and uploaded: the node's rate is
@@ -24,8 +24,14 @@ padded into it by the Predictor), so the network and decoder run once for all of
 that sends nothing never holds the others up longer. Counters per camera are in
 :attr:`FramePipeline.cameras`.
 
+Tracking (:mod:`rt_panoptic_ros.tracking`) runs on the publish thread, which takes the frames
+of each camera in the order they were received: one tracker per camera, so ids of different
+cameras never interact. A camera whose stamps go back in time (a bag replayed again) starts its
+tracks afresh.
+
 Nothing here imports ROS: the node hands in ``convert`` (message -> RGB), ``wanted`` (which
-outputs of a camera anyone listens to) and ``publish`` (job -> messages on the wire).
+outputs of a camera anyone listens to), ``publish`` (job -> messages on the wire) and
+``stamp_of`` (message -> its time, for tracking).
 """
 
 from __future__ import annotations
@@ -43,9 +49,10 @@ from rt_panoptic_ros.panoptic import PanopticResult
 from rt_panoptic_ros.ros.frame_slot import MultiSlot
 from rt_panoptic_ros.ros.stats import LatencyWindow, RateWindow
 from rt_panoptic_ros.runtime import Predictor
+from rt_panoptic_ros.tracking import PanopticTracker, TrackingSettings
 
 #: Stages timed per frame, in order (ms each, in /diagnostics as ``<stage>_p50_ms``).
-STAGES = ("convert", "upload", "infer", "decode", "overlay", "publish")
+STAGES = ("convert", "upload", "infer", "decode", "track", "overlay", "publish")
 
 
 @dataclass
@@ -59,7 +66,7 @@ class Job:
         wanted: the outputs to build (names of ``ros.outputs.OUTPUT_TOPICS``).
         cfg: the decoder config this frame is decoded with.
         rgb: ``[H, W, 3]`` uint8, after ``convert``.
-        result: the frame's maps on the CPU, after ``decode``.
+        result: the frame's maps on the CPU, after ``decode`` (with track ids after ``track``).
         times: ms per stage.
     """
 
@@ -155,6 +162,8 @@ class FramePipeline:
         cameras: the cameras' names (``("",)``: one unnamed input).
         batch_wait_s: once a frame waits, how long at most to wait for the other cameras'
             frames before inferring without them (0: take what is there, never wait).
+        tracking: track instances (one tracker per camera); ``None``: off.
+        stamp_of: a message's time as an integer (e.g. ns), for the trackers' restart rule.
     """
 
     def __init__(
@@ -169,6 +178,8 @@ class FramePipeline:
         infer_in_caller: bool = False,
         cameras: Sequence[str] = ("",),
         batch_wait_s: float = 0.0,
+        tracking: TrackingSettings | None = None,
+        stamp_of: Callable[[Any], int] | None = None,
     ) -> None:
         self.predictor = predictor
         self._cfg = cfg
@@ -183,6 +194,9 @@ class FramePipeline:
         self.output_rate = RateWindow()
         self.batches = 0  # network calls
         self.batch_sizes = LatencyWindow()  # frames per network call
+        self._stamp_of = stamp_of
+        self.trackers: dict[str, PanopticTracker] = {}  # per camera; empty: tracking is off
+        self.set_tracking(tracking)
         stages = [("prepare", self._prepare), ("infer", self._infer), ("publish", self._deliver)]
         self._threads = [
             threading.Thread(target=self._loop, args=(step,), name=f"panoptic-{name}", daemon=True)
@@ -199,6 +213,23 @@ class FramePipeline:
     def set_config(self, cfg: Config) -> None:
         """Swap the decoder config (whole; frames already decoding keep theirs)."""
         self._cfg = cfg
+
+    def set_tracking(self, settings: TrackingSettings | None) -> None:
+        """Turn tracking on (fresh tracks), retune it (tracks kept) or off (``None`` or not
+        ``enabled``). Raises ``ValueError`` for a value out of range, changing nothing."""
+        if settings is None or not settings.enabled:
+            self.trackers = {}
+        elif not self.trackers:
+            self.trackers = {camera: settings.tracker() for camera in self.slot.cameras}
+        else:
+            settings.tracker()  # checks the values before any tracker changes
+            for tracker in self.trackers.values():
+                tracker.retune(settings.max_age, settings.iou_threshold)
+
+    def reset_tracks(self) -> None:
+        """Forget every camera's tracks (taking frames again after a pause)."""
+        for tracker in self.trackers.values():
+            tracker.reset()
 
     @property
     def dropped(self) -> int:
@@ -289,6 +320,12 @@ class FramePipeline:
         return True
 
     def _deliver_one(self, job: Job) -> None:
+        tracker = self.trackers.get(job.camera)  # one read: the dict may be swapped meanwhile
+        if tracker is not None:
+            tracked = self._timed(job.times, [job], "track", self._track, tracker, job)
+            if tracked is _FAILED:
+                return
+            job.result = tracked
         started = time.perf_counter()
         if self._timed(job.times, [job], "deliver", self._publish, job) is _FAILED:
             return
@@ -305,6 +342,10 @@ class FramePipeline:
         counters.latency.add(latency)
         self.output_rate.tick()
         self.latency.add(latency)
+
+    def _track(self, tracker: PanopticTracker, job: Job) -> PanopticResult:
+        stamp = self._stamp_of(job.message) if self._stamp_of is not None else None
+        return tracker.update(job.result, stamp)
 
     def _timed(
         self, times: dict[str, float], jobs: list[Job], stage: str, step: Callable[..., Any], *args: Any

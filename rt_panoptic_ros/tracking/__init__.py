@@ -1,5 +1,11 @@
 """Stable instance ids across frames, ROS-free like :mod:`rt_panoptic_ros.panoptic`."""
 
-from rt_panoptic_ros.tracking.tracker import MAX_TRACK_ID, PanopticTracker, Track
+from rt_panoptic_ros.tracking.tracker import (
+    DEFAULT_TRACKING,
+    MAX_TRACK_ID,
+    PanopticTracker,
+    Track,
+    TrackingSettings,
+)
 
-__all__ = ["MAX_TRACK_ID", "PanopticTracker", "Track"]
+__all__ = ["DEFAULT_TRACKING", "MAX_TRACK_ID", "PanopticTracker", "Track", "TrackingSettings"]

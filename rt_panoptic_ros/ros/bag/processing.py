@@ -14,6 +14,10 @@ rgb8 frame), so :mod:`~rt_panoptic_ros.ros.image_conversion`, :func:`detections_
 :func:`draw_overlay` are the node's own, not a second implementation. A frame that cannot be
 decoded is skipped and reported with its bag time; the rest is still processed. Ctrl-C stops
 reading, the frames already segmented are written, and the bag is closed: a valid bag.
+
+Instances are tracked as the node tracks them (on by default, :mod:`rt_panoptic_ros.tracking`):
+the frames are segmented in bag-time order, so the written ids are the ids the node would
+publish on a replay that loses no frame.
 """
 
 from __future__ import annotations
@@ -48,9 +52,10 @@ from rt_panoptic_ros.ros.image_conversion import (
     compressed_to_rgb,
     image_to_rgb,
 )
-from rt_panoptic_ros.ros.messages import label_info_msg
+from rt_panoptic_ros.ros.messages import label_info_msg, stamp_ns
 from rt_panoptic_ros.ros.outputs import LABEL_INFO_TOPIC, OUTPUT_DEPTH, OUTPUT_TOPICS, output_messages
 from rt_panoptic_ros.runtime import Predictor
+from rt_panoptic_ros.tracking import DEFAULT_TRACKING, PanopticTracker, TrackingSettings
 
 #: Frames waiting between two threads. Two keep the model busy while the next frame is
 #: decoded and the last one written; more would only hold more decoded images in memory.
@@ -173,6 +178,7 @@ class BagJob:
         overlay_alpha: weight of the colours in the overlay (the node's ``overlay_alpha``).
         start_s, duration_s: the range, in seconds from the bag's first message.
         overwrite: replace an existing bag at ``destination``.
+        tracking: track instances across the frames (as the node does); ``None``: per-frame ids.
 
     Raises:
         BagError: one line naming the path, topic or argument at fault.
@@ -189,8 +195,15 @@ class BagJob:
         start_s: float = 0.0,
         duration_s: float | None = None,
         overwrite: bool = False,
+        tracking: TrackingSettings | None = DEFAULT_TRACKING,
     ) -> None:
         self.source, self.destination = Path(source), Path(destination)
+        self.tracking = tracking if tracking is not None and tracking.enabled else None
+        if self.tracking is not None:
+            try:
+                self.tracking.tracker()
+            except ValueError as error:
+                raise BagError(f"tracking: {error}") from None
         self.image_topic = image_topic
         self.overlay_alpha = overlay_alpha
         self.overwrite = overwrite
@@ -243,8 +256,14 @@ class BagJob:
         provenance = {
             "rt_panoptic_ros.source_bag": str(self.source),
             "rt_panoptic_ros.image_topic": self.image_topic,
+            "rt_panoptic_ros.tracking": (
+                f"max_age={self.tracking.max_age} iou_threshold={self.tracking.iou_threshold}"
+                if self.tracking is not None
+                else "disabled"  # not "off": YAML 1.1 readers take that for false
+            ),
             **(custom_data or {}),
         }
+        tracker = self.tracking.tracker() if self.tracking is not None else None
         cfg = predictor.cfg
         label_info = label_info_msg(
             Header(), cfg.dataset.class_names, void_label(cfg.dataset.num_classes),
@@ -274,7 +293,7 @@ class BagJob:
                     read_failure = item
                     break
                 if isinstance(item, Frame):
-                    item = self._segment(predictor, item)
+                    item = self._segment(predictor, tracker, item)
                 writer.results.put(item)
         except KeyboardInterrupt:
             report.interrupted = True
@@ -308,12 +327,18 @@ class BagJob:
             )
         return report
 
-    def _segment(self, predictor: Predictor, frame: Frame) -> tuple[Frame, PanopticResult] | Skipped:
-        """Main thread: the model on one frame (a frame it refuses is skipped, not fatal)."""
+    def _segment(
+        self, predictor: Predictor, tracker: PanopticTracker | None, frame: Frame
+    ) -> tuple[Frame, PanopticResult] | Skipped:
+        """Main thread: the model on one frame (a frame it refuses is skipped, not fatal), then
+        the tracker (frames come in bag-time order)."""
         try:
-            return frame, predictor(frame.rgb)
+            result = predictor(frame.rgb)
         except RTPanopticError as error:
             return Skipped(frame.timestamp, f"segmentation failed: {error}")
+        if tracker is not None:
+            result = tracker.update(result, stamp_ns(frame.header))
+        return frame, result
 
     def _read(self, frames: queue.Queue, stop: threading.Event) -> None:
         """Reader thread: bag -> rclpy message -> RGB, in bag-time order, then the end marker."""

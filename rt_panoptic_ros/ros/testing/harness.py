@@ -33,12 +33,11 @@ from std_msgs.msg import Header
 
 from rt_panoptic_ros.ros.dds_profile import ProfileChoice, use_shipped_profile
 from rt_panoptic_ros.ros.image_conversion import rgb_to_msg
+from rt_panoptic_ros.ros.messages import stamp_ns
 from rt_panoptic_ros.ros.outputs import OUTPUT_TOPICS
 
-
-def stamp_key(header: Header) -> int:
-    """A frame's identity across topics: its stamp in nanoseconds."""
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+#: A frame's identity across topics: its stamp in nanoseconds.
+stamp_key = stamp_ns
 
 
 def init_ros(profile: bool = True) -> tuple[rclpy.Context, ProfileChoice | None]:
