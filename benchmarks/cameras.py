@@ -34,22 +34,12 @@ from rt_panoptic_ros.ros.dds_profile import use_shipped_profile
 from rt_panoptic_ros.ros.image_conversion import rgb_to_msg
 from rt_panoptic_ros.ros.outputs import OUTPUT_TOPICS
 from rt_panoptic_ros.ros.testing.harness import CameraStream, OutputRecorder, Spinner, start_node, stop_node
-from rt_panoptic_ros.runtime.machine import write_benchmark
+from rt_panoptic_ros.runtime.machine import rss_mb, write_benchmark
 from rt_panoptic_ros.training.data.synthetic import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = tuple(OUTPUT_TOPICS)
 SETUPS = ("one_node", "node_per_camera")
-
-
-def rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def complete(recorder: OutputRecorder, key: int) -> bool:

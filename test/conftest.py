@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from source_checkout import map_training_subpackage
 
 from rt_panoptic_ros.ros.dds_profile import use_shipped_profile
+from rt_panoptic_ros.ros.testing.waiting import wait_for  # noqa: F401 (shared with the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,16 +165,6 @@ def rigged_model(backbone: str = "resnet18"):
         head.semantic.conv.bias[thing] = 3.0
         head.semantic.conv.bias[0] = 3.0
     return net
-
-
-def wait_for(predicate, timeout: float = 20.0, step: float = 0.05) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
 
 
 @pytest.fixture(scope="module")

@@ -38,8 +38,8 @@ from rt_panoptic_ros.ros.panoptic_core import (
     StartupError,
     first_line,
     release_memory,
-    rss_mb,
 )
+from rt_panoptic_ros.runtime.machine import rss_mb
 
 #: Seconds the process keeps spinning after shutdown, so the transition's reply goes out.
 LINGER_S = 0.5

@@ -220,10 +220,10 @@ class PanopticCore:
         if spec.choices:
             descriptor.additional_constraints = f"one of: {', '.join(spec.choices)}"
         try:
-            if self.node.has_parameter(spec.name):  # a lifecycle node configured again
-                value = self.node.get_parameter(spec.name).value
-            elif isinstance(spec.default, list):  # rclpy cannot tell an empty list's type
+            if isinstance(spec.default, list):  # rclpy cannot tell an empty list's type
                 value = self._declare_string_array(spec, descriptor)
+            elif self.node.has_parameter(spec.name):  # a lifecycle node configured again
+                value = self.node.get_parameter(spec.name).value
             else:
                 value = self.node.declare_parameter(spec.name, spec.default, descriptor).value
         except Exception as error:  # rclpy raises several types for a bad override
@@ -237,9 +237,11 @@ class PanopticCore:
         """Declare a string-array parameter typed as such, set to ``spec.default`` unless overridden.
 
         Not marked read-only (it could not be given its default then): :meth:`_on_set_parameters`
-        refuses changes to it instead.
+        refuses changes to it instead. An empty array set as its value reads back as not set,
+        so a lifecycle node configured again finds it declared and still uninitialized.
         """
-        self.node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, descriptor)
+        if not self.node.has_parameter(spec.name):
+            self.node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, descriptor)
         try:
             return list(self.node.get_parameter(spec.name).value)
         except ParameterUninitializedException:
@@ -363,17 +365,6 @@ class PanopticCore:
         """Stop the pipeline's threads (their current step finishes, nothing more is published)."""
         self._stopping = True
         self.pipeline.close()
-
-
-def rss_mb() -> float:
-    """This process's resident memory (``VmRSS`` in ``/proc/self/status``), MB; 0 if unknown."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def release_memory() -> None:

@@ -17,6 +17,18 @@ from typing import Any
 import torch
 
 
+def rss_mb(pid: int | str = "self") -> float:
+    """A process's resident memory (``VmRSS`` in ``/proc/<pid>/status``), MB; 0 if unknown
+    (no such process, or not Linux)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def cpu_model() -> str:
     """The CPU's marketing name (``/proc/cpuinfo``), or the platform's best guess."""
     try:
