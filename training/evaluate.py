@@ -1,4 +1,5 @@
-"""Score panoptic predictions on disk: ``rt-panoptic-eval`` (PQ, SQ, RQ and mIoU).
+"""Score panoptic predictions on disk: ``rt-panoptic-eval`` (PQ, SQ, RQ and mIoU; with ``--video``
+also STQ, AQ, SQ and identity counts over videos).
 
 Ground truth and predictions are in the COCO panoptic format (a JSON plus a folder of PNGs),
 as panopticapi's ``pq_compute`` and cityscapesscripts' ``evalPanopticSemanticLabeling`` take
@@ -10,6 +11,11 @@ scored in worker processes, one per CPU core by default, with a progress bar on 
     rt-panoptic-eval --gt-json gtFine/cityscapes_panoptic_val_trainId.json \\
         --gt-dir gtFine/cityscapes_panoptic_val_trainId --pred-json out/panoptic.json \\
         --pred-dir out/panoptic --output results.json
+
+With ``--video`` the ground truth's ``images[]`` carry ``video_id`` and ``frame_index``
+(``rt-panoptic-synth --video`` writes them); frames are grouped by video and scored in frame
+order, and a predicted segment id names one track throughout its video
+(``evaluation/video_quality.py``). Predictions are matched to frames as above.
 """
 
 from __future__ import annotations
@@ -36,10 +42,23 @@ from rt_panoptic_ros.training.data.panoptic_format import (
     ImageId,
     PanopticAnnotation,
     PanopticFile,
+    VideoId,
     load_panoptic_json,
+    video_positions,
 )
-from rt_panoptic_ros.training.evaluation.evaluator import PanopticEvaluator, compare_panoptic, format_table
+from rt_panoptic_ros.training.evaluation.evaluator import (
+    PanopticEvaluator,
+    compare_panoptic,
+    format_table,
+    overlap_segments,
+)
 from rt_panoptic_ros.training.evaluation.panoptic_quality import PQStats
+from rt_panoptic_ros.training.evaluation.video_quality import (
+    FrameStats,
+    VideoQualityEvaluator,
+    compare_frame,
+    format_video_table,
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +82,16 @@ def _score(categories: CategoryMap, job: _Job) -> PQStats:
     )
 
 
+def _score_frame(categories: CategoryMap, job: _Job) -> FrameStats:
+    """:func:`_score` for a video frame: its tracks too."""
+    gt_ids = read_panoptic_png(job.gt_png)
+    pred_ids = read_panoptic_png(job.pred_png)
+    overlap = overlap_segments(
+        gt_ids, job.gt.segments, pred_ids, job.pred.segments, categories, job.gt_where, job.pred_where
+    )
+    return compare_frame(overlap, categories)
+
+
 def single_threaded_opencv() -> None:
     """One OpenCV thread per process: images are spread over processes already, and OpenCV's
     own thread pool only adds contention (measured 1.5x slower per image on a busy 2-core box)."""
@@ -81,6 +110,7 @@ def evaluate_files(
     pred_dir: str | Path,
     workers: int = 0,
     progress: bool | None = None,
+    video: bool = False,
 ) -> tuple[dict[str, Any], CategoryMap]:
     """Score every ground-truth image against its prediction.
 
@@ -89,22 +119,52 @@ def evaluate_files(
         pred_json, pred_dir: predictions, one annotation per ground-truth image.
         workers: processes; 0 = one per CPU core; 1 = in this process.
         progress: progress bar on stderr; ``None`` = only on a terminal.
+        video: the ground truth's images are video frames (``video_id``, ``frame_index``):
+            also score segmentation and tracking (STQ, identity counts).
 
     Returns:
-        :meth:`PanopticEvaluator.evaluate`'s results and the category table.
+        :meth:`PanopticEvaluator.evaluate`'s results (with ``video``,
+        :meth:`VideoQualityEvaluator.evaluate`'s: the same plus ``"STQ"``, videos in order of
+        first appearance in the ground truth) and the category table.
 
     Raises:
         DatasetError: a missing or malformed file, an image without prediction or a prediction
-            without ground truth, an id a PNG holds but its JSON does not list, ...
+            without ground truth, an id a PNG holds but its JSON does not list, ...; with
+            ``video``, an image without its video position or two images at one position.
     """
+    gt, jobs, categories = _open(gt_json, gt_dir, pred_json, pred_dir)
+    if not video:
+        evaluator = PanopticEvaluator(categories)
+        for stats in _scored(functools.partial(_score, categories), jobs, workers, progress):
+            evaluator.add(stats)
+        return evaluator.evaluate(), categories
+    positions = video_positions(gt)  # image id -> (video id, frame index)
+    video_order: dict[VideoId, int] = {}
+    for video_id, _ in positions.values():
+        video_order.setdefault(video_id, len(video_order))
+    jobs.sort(key=lambda job: (video_order[positions[job.gt.image_id][0]], positions[job.gt.image_id][1]))
+    video_evaluator = VideoQualityEvaluator(categories)
+    frames = _scored(functools.partial(_score_frame, categories), jobs, workers, progress)
+    for job, stats in zip(jobs, frames, strict=True):
+        video_evaluator.add(*positions[job.gt.image_id], stats)
+    return video_evaluator.evaluate(), categories
+
+
+def _open(
+    gt_json: str | Path, gt_dir: str | Path, pred_json: str | Path, pred_dir: str | Path
+) -> tuple[PanopticFile, list[_Job], CategoryMap]:
+    """Both JSONs read and checked, one job per ground-truth image, and the categories."""
     gt = load_panoptic_json(gt_json, ground_truth=True)
     pred = load_panoptic_json(pred_json, ground_truth=False)
     for folder, option in ((Path(gt_dir), "--gt-dir"), (Path(pred_dir), "--pred-dir")):
         if not folder.is_dir():
             raise DatasetError(f"{folder}: {option} is not a folder")
     categories = CategoryMap(gt.categories, source=str(gt.path))
-    jobs = list(_jobs(gt, Path(gt_dir), pred, Path(pred_dir), categories))
-    evaluator = PanopticEvaluator(categories)
+    return gt, list(_jobs(gt, Path(gt_dir), pred, Path(pred_dir), categories)), categories
+
+
+def _scored(score: Any, jobs: Sequence[_Job], workers: int, progress: bool | None) -> Iterator[Any]:
+    """``score`` of every job in order (:func:`_map`), with a progress bar."""
     workers = min(workers or default_workers(), len(jobs))
     bar = tqdm(
         total=len(jobs),
@@ -113,10 +173,9 @@ def evaluate_files(
         disable=None if progress is None else not progress,
     )
     with bar:
-        for stats in _map(functools.partial(_score, categories), jobs, workers):
-            evaluator.add(stats)
+        for stats in _map(score, jobs, workers):
+            yield stats
             bar.update()
-    return evaluator.evaluate(), categories
 
 
 def match_predictions(gt: PanopticFile, pred: PanopticFile) -> dict[ImageId, int]:
@@ -177,7 +236,7 @@ def _jobs(
         yield _Job(gt_ann, pred_ann, gt_png, pred_png, f"{gt_png} ({gt_where})", f"{pred_png} ({pred_where})")
 
 
-def _map(score: Any, jobs: Sequence[_Job], workers: int) -> Iterator[PQStats]:
+def _map(score: Any, jobs: Sequence[_Job], workers: int) -> Iterator[Any]:
     """``score`` over ``jobs`` in order, in ``workers`` processes (1: in this one)."""
     if workers <= 1:
         yield from map(score, jobs)
@@ -209,11 +268,13 @@ def _context() -> multiprocessing.context.BaseContext:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``rt-panoptic-eval --gt-json F --gt-dir D --pred-json F --pred-dir D [--output F]``."""
+    """``rt-panoptic-eval --gt-json F --gt-dir D --pred-json F --pred-dir D [--output F] [--video]``."""
     parser = make_parser(
         "rt-panoptic-eval",
         "Panoptic quality (PQ, SQ, RQ for all, things, stuff and per class; panopticapi's "
-        "pq_compute semantics) and semantic mIoU of predictions in the COCO panoptic format.",
+        "pq_compute semantics) and semantic mIoU of predictions in the COCO panoptic format. "
+        "With --video also STQ, AQ and SQ (Weber et al., STEP, 2021), id switches and id "
+        "consistency over the videos of the ground truth.",
     )
     parser.add_argument("--gt-json", required=True, help="ground-truth JSON (with 'categories')")
     parser.add_argument("--gt-dir", required=True, help="folder of the ground-truth PNGs")
@@ -221,6 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pred-dir", required=True, help="folder of the prediction PNGs")
     parser.add_argument("--output", help="write the results as JSON (panopticapi's structure) here")
     parser.add_argument("--workers", type=int, default=0, help="processes; 0 = one per CPU core")
+    parser.add_argument(
+        "--video",
+        action="store_true",
+        help="score videos: the ground truth's images carry video_id and frame_index, and a "
+        "predicted segment id is one track throughout its video",
+    )
     args = parser.parse_args(argv)
 
     def body() -> int:
@@ -228,9 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.workers < 0:
             raise DatasetError(f"--workers: {args.workers}, expected 0 (one per core) or more")
         results, categories = evaluate_files(
-            args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, workers=args.workers
+            args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, workers=args.workers, video=args.video
         )
         print(format_table(results, categories))
+        if args.video:
+            print(format_video_table(results["STQ"]))
         if args.output:
             output = Path(args.output)
             output.parent.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ IGNORE_LABEL = 255
 DIRECT_TABLE_LIMIT = 1 << 20
 
 ImageId = int | str
+VideoId = int | str
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,39 @@ def load_panoptic_json(path: str | Path, *, ground_truth: bool) -> PanopticFile:
         reader.expect(image, dict, f"images[{k}]")
         images[reader.field(image, "id", (int, str), f"images[{k}]")] = image
     return PanopticFile(path=path, annotations=annotations, categories=categories, images=images)
+
+
+def video_positions(file: PanopticFile) -> dict[ImageId, tuple[VideoId, int]]:
+    """Video and frame of every annotated image, from its ``images[]`` entry's ``video_id`` and
+    ``frame_index`` (the video panoptic datasets' convention: segment ids persist in a video).
+
+    Raises:
+        DatasetError: an annotation's image has no ``images[]`` entry, or lacks either field
+            or has one of the wrong type, or two images are the same frame of a video.
+    """
+    reader = _Reader(file.path)
+    positions: dict[ImageId, tuple[VideoId, int]] = {}
+    seen: dict[tuple[VideoId, int], ImageId] = {}
+    for k, ann in enumerate(file.annotations):
+        image = file.images.get(ann.image_id)
+        if image is None:
+            raise DatasetError(
+                f"{file.path}: annotations[{k}]: image_id {ann.image_id!r} has no images[] entry "
+                "(videos need its video_id and frame_index)"
+            )
+        where = f"images[] entry of image_id {ann.image_id!r}"
+        position = (
+            reader.field(image, "video_id", (int, str), where),
+            reader.field(image, "frame_index", int, where),
+        )
+        if position in seen:
+            raise DatasetError(
+                f"{file.path}: images {seen[position]!r} and {ann.image_id!r} are both frame_index "
+                f"{position[1]} of video_id {position[0]!r}"
+            )
+        seen[position] = ann.image_id
+        positions[ann.image_id] = position
+    return positions
 
 
 class _Reader:

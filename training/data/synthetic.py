@@ -18,10 +18,13 @@ without changing the first images. Output::
     OUT/images/synth_000000.png     RGB image
     OUT/panoptic/synth_000000.png   segment ids R + 256·G + 256²·B
     OUT/panoptic.json               images, annotations (image id = file stem), categories
+
+``--video`` writes videos of these scenes instead, with stable segment ids (``synthetic_video.py``).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import sys
@@ -97,7 +100,7 @@ class Scene:
     segments: list[dict[str, Any]]
 
 
-class _Canvas:
+class Canvas:
     """Draws every shape into the image and, with the same OpenCV call, into the id map,
     so that labels and pixels agree exactly (no anti-aliasing)."""
 
@@ -157,7 +160,7 @@ class _Canvas:
         return np.asarray(colour, np.float64) + self.rng.uniform(-amount, amount, 3)
 
 
-def _draw_background(cv: _Canvas, horizon: float) -> None:
+def draw_background(cv: Canvas, horizon: float) -> None:
     """Sky, buildings, trees, sidewalk and road (stuff), back to front."""
     h, w, rng = cv.height, cv.width, cv.rng
     # Sky: brighter towards the horizon.
@@ -216,7 +219,7 @@ def _draw_background(cv: _Canvas, horizon: float) -> None:
         )
 
 
-def _person(cv: _Canvas, cx: float, ground: float, height: float, segment_id: int) -> None:
+def _person(cv: Canvas, cx: float, ground: float, height: float, segment_id: int) -> None:
     hgt, shirt = height, cv.jitter((200, 45, 60), 45)
     legs = cv.jitter((45, 45, 70), 20)
     gap = 0.03 * hgt
@@ -226,7 +229,7 @@ def _person(cv: _Canvas, cx: float, ground: float, height: float, segment_id: in
     cv.ellipse(cx, ground - 0.9 * hgt, 0.075 * hgt, 0.095 * hgt, cv.jitter((225, 185, 155), 25), segment_id)
 
 
-def _car(cv: _Canvas, cx: float, ground: float, height: float, segment_id: int) -> None:
+def _car(cv: Canvas, cx: float, ground: float, height: float, segment_id: int) -> None:
     h, w = height, 2.3 * height
     body = cv.jitter((45, 75, 190), 45)
     d = 1 if cv.rng.random() < 0.5 else -1  # which way it faces
@@ -241,7 +244,7 @@ def _car(cv: _Canvas, cx: float, ground: float, height: float, segment_id: int) 
         cv.ellipse(wx, ground - 0.15 * h, 0.15 * h, 0.15 * h, (25, 25, 25), segment_id)
 
 
-def _truck(cv: _Canvas, cx: float, ground: float, height: float, segment_id: int) -> None:
+def _truck(cv: Canvas, cx: float, ground: float, height: float, segment_id: int) -> None:
     h, w = height, 2.0 * height
     d = 1 if cv.rng.random() < 0.5 else -1
     cargo = cv.jitter((225, 175, 45), 30)
@@ -256,7 +259,7 @@ def _truck(cv: _Canvas, cx: float, ground: float, height: float, segment_id: int
         cv.ellipse(wx, ground - 0.12 * h, 0.12 * h, 0.12 * h, (25, 25, 25), segment_id)
 
 
-def _bicycle(cv: _Canvas, cx: float, ground: float, height: float, segment_id: int) -> None:
+def _bicycle(cv: Canvas, cx: float, ground: float, height: float, segment_id: int) -> None:
     h = height
     r, t = 0.36 * h, max(1.0, 0.07 * h)
     frame = cv.jitter((160, 35, 150), 35)
@@ -268,49 +271,51 @@ def _bicycle(cv: _Canvas, cx: float, ground: float, height: float, segment_id: i
         cv.line(p, q, t, frame, segment_id)
 
 
-_THINGS: dict[int, tuple[Callable[[_Canvas, float, float, float, int], None], float]] = {
+THING_DRAWINGS: dict[int, tuple[Callable[[Canvas, float, float, float, int], None], float]] = {
     # category -> (drawing, height of the object at the image bottom as a fraction of H)
     PERSON: (_person, 0.55),
     CAR: (_car, 0.38),
     TRUCK: (_truck, 0.5),
     BICYCLE: (_bicycle, 0.33),
 }
+#: How often each thing class is drawn, in ``THING_DRAWINGS`` order.
+THING_FREQUENCY = (0.4, 0.3, 0.12, 0.18)
 
 
 def generate_scene(
     rng: np.random.Generator, height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH
 ) -> Scene:
     """Draw one scene; all randomness from ``rng``."""
-    cv = _Canvas(height, width, rng)
+    cv = Canvas(height, width, rng)
     horizon = rng.uniform(0.36, 0.52) * height
-    _draw_background(cv, horizon)
+    draw_background(cv, horizon)
 
     def depth(ground: float) -> float:  # 0 at the horizon, 1 at the image bottom
         return (ground - horizon) / (height - horizon)
 
     # Everything standing on the ground, drawn far to near: (ground y, drawing, its arguments).
     items: list[tuple[float, Callable[..., None], tuple[Any, ...]]] = []
-    counters = dict.fromkeys(_THINGS, 0)
+    counters = dict.fromkeys(THING_DRAWINGS, 0)
     for _ in range(rng.integers(4, 15)):
-        cat = int(rng.choice(list(_THINGS), p=[0.4, 0.3, 0.12, 0.18]))
+        cat = int(rng.choice(list(THING_DRAWINGS), p=THING_FREQUENCY))
         ground = horizon + rng.uniform(0.03, 1.2) * (height - horizon)  # past 1: cut off at the bottom
-        size = _THINGS[cat][1] * height * depth(ground) * rng.uniform(0.85, 1.15)
+        size = THING_DRAWINGS[cat][1] * height * depth(ground) * rng.uniform(0.85, 1.15)
         if size < 4:
             continue
         cx = rng.uniform(-0.1, 1.1) * width
-        items.append((ground, _THINGS[cat][0], (cv, cx, ground, size, cat * 1000 + counters[cat])))
+        items.append((ground, THING_DRAWINGS[cat][0], (cv, cx, ground, size, cat * 1000 + counters[cat])))
         counters[cat] += 1
     # Crowd regions: one segment per category whose id is the category id (Cityscapes style).
     for cat, prob, (low, high) in ((PERSON, 0.35, (4, 9)), (CAR, 0.2, (3, 6))):
         if rng.random() >= prob:
             continue
         ground = horizon + rng.uniform(0.05, 0.35) * (height - horizon)
-        size = _THINGS[cat][1] * height * depth(ground)
+        size = THING_DRAWINGS[cat][1] * height * depth(ground)
         x = rng.uniform(0.0, 0.8) * width
         step = (0.25 if cat == PERSON else 1.6) * size
         for _ in range(rng.integers(low, high)):
             member_ground = ground + rng.uniform(-0.05, 0.05) * size
-            items.append((member_ground, _THINGS[cat][0], (cv, x, member_ground, size, cat)))
+            items.append((member_ground, THING_DRAWINGS[cat][0], (cv, x, member_ground, size, cat)))
             x += step * rng.uniform(0.7, 1.1)
     # VOID clutter, occluding and occluded like objects: poles and roadside boxes.
     for _ in range(rng.integers(0, 4)):
@@ -330,23 +335,29 @@ def generate_scene(
         cv.ellipse(width / 2, height * 1.08, width * rng.uniform(0.45, 0.7), height * rng.uniform(0.1, 0.18),
                    (30, 32, 38), VOID)  # fmt: skip
 
-    image = _add_texture(cv, rng)
-    return Scene(image=image, ids=cv.ids.astype(np.uint32), segments=_segments_info(cv.ids))
+    image = add_texture(cv, rng)
+    return Scene(image=image, ids=cv.ids.astype(np.uint32), segments=list_segments(cv.ids))
 
 
-def _add_texture(cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
-    """Per-class grain (``_NOISE``) and a smooth illumination field over the drawn image."""
+def add_texture(cv: Canvas, rng: np.random.Generator, light: np.ndarray | None = None) -> np.ndarray:
+    """Per-class grain (``_NOISE``) and a smooth illumination field over the drawn image.
+
+    ``light``: ``[4, 8]`` float32 standard normal samples of the illumination field, drawn from
+    ``rng`` after the grain when not given (a video passes the same field to every frame).
+    """
     h, w = cv.height, cv.width
     category = np.where(cv.ids >= 1000, cv.ids // 1000, cv.ids)  # [H, W] category id, 0 = VOID
     table = np.zeros(max(_NOISE) + 1, np.float32)
     table[list(_NOISE)] = list(_NOISE.values())
     grain = rng.standard_normal((h, w, 3), dtype=np.float32) * table[category][..., None]
-    light = cv2.resize(rng.standard_normal((4, 8), dtype=np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    if light is None:
+        light = rng.standard_normal((4, 8), dtype=np.float32)
+    light = cv2.resize(light, (w, h), interpolation=cv2.INTER_CUBIC)
     image = cv.image.astype(np.float32) * (1.0 + 0.08 * light[..., None]) + grain
     return np.clip(image, 0, 255).round().astype(np.uint8)
 
 
-def _segments_info(ids: np.ndarray) -> list[dict[str, Any]]:
+def list_segments(ids: np.ndarray) -> list[dict[str, Any]]:
     """``segments_info`` of an id map: every non-zero id with its area and tight box."""
     present, index = np.unique(ids, return_inverse=True)
     index = index.reshape(ids.shape).astype(np.int32)
@@ -360,7 +371,7 @@ def _segments_info(ids: np.ndarray) -> list[dict[str, Any]]:
         segments.append({
             "id": segment_id, "category_id": category, "area": area,
             "bbox": [x1, y1, x2 - x1, y2 - y1],
-            "iscrowd": int(segment_id < 1000 and category in _THINGS),
+            "iscrowd": int(segment_id < 1000 and category in THING_DRAWINGS),
         })  # fmt: skip
     return segments
 
@@ -395,20 +406,24 @@ def write_dataset(
         write_panoptic_png(out / "panoptic" / f"{name}.png", scene.ids)
         images.append({"id": name, "file_name": f"{name}.png", "height": height, "width": width})
         annotations.append({"image_id": name, "file_name": f"{name}.png", "segments_info": scene.segments})
-    categories = [
-        {"id": cid, "name": name, "supercategory": "thing" if isthing else "stuff", "isthing": int(isthing),
-         "color": list(colour)}
-        for name, cid, isthing, colour in CLASSES
-    ]  # fmt: skip
     info = {
         "description": "rt_panoptic_ros synthetic street scenes",
         "seed": seed,
         "height": height,
         "width": width,
     }
+    return write_panoptic_json(out, {"info": info, "images": images, "annotations": annotations})
+
+
+def write_panoptic_json(out: Path, document: dict[str, Any]) -> Path:
+    """``out/panoptic.json``: ``document`` (info, images, annotations, ...) plus the categories."""
+    categories = [
+        {"id": cid, "name": name, "supercategory": "thing" if isthing else "stuff", "isthing": int(isthing),
+         "color": list(colour)}
+        for name, cid, isthing, colour in CLASSES
+    ]  # fmt: skip
     path = out / "panoptic.json"
-    path.write_text(json.dumps({"info": info, "images": images, "annotations": annotations,
-                                "categories": categories}))  # fmt: skip
+    path.write_text(json.dumps({**document, "categories": categories}))
     return path
 
 
@@ -418,15 +433,25 @@ MAX_SIDE = 8192
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``rt-panoptic-synth OUT --num N --seed S [--height H --width W]``."""
+    """``rt-panoptic-synth OUT (--num N | --video --sequences S --frames F) [--seed N --height H --width W]``.
+
+    The still images and the videos share the options after the parenthesis.
+    """
     parser = make_parser(
         "rt-panoptic-synth",
         "Write a synthetic street-scene dataset in the COCO panoptic format: OUT/images/*.png, "
-        "OUT/panoptic/*.png and OUT/panoptic.json (image ids are the file stems).",
+        "OUT/panoptic/*.png and OUT/panoptic.json (image ids are the file stems). With --video: "
+        "videos whose things move, cross, occlude each other, leave the view and come back, each "
+        "segment keeping its id across the frames of its video (images carry video_id and frame_index).",
     )
     parser.add_argument("out", help="output folder (created; must be empty unless --overwrite)")
-    parser.add_argument("--num", type=int, required=True, help="number of images")
-    parser.add_argument("--seed", type=int, default=0, help="image i is a function of (seed, i) only")
+    parser.add_argument("--num", type=int, help="number of images (required without --video)")
+    parser.add_argument("--video", action="store_true", help="write videos instead of still images")
+    parser.add_argument("--sequences", type=int, help="with --video: number of videos")
+    parser.add_argument("--frames", type=int, help="with --video: frames per video")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="image (or video) i is a function of (seed, i) only"
+    )
     parser.add_argument(
         "--height", type=int, default=DEFAULT_HEIGHT, help=f"image height, 32 to {MAX_SIDE} pixels"
     )
@@ -439,8 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         out = Path(args.out)
-        if args.num < 1:
-            raise DatasetError(f"--num: {args.num}, expected at least 1 image")
+        _check_counts(args)
         if args.seed < 0:
             raise DatasetError(f"--seed: {args.seed}, expected a non-negative integer")
         if not (32 <= args.height <= MAX_SIDE and 32 <= args.width <= MAX_SIDE):
@@ -455,14 +479,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             for old in ("images", "panoptic"):
                 shutil.rmtree(out / old, ignore_errors=True)
             (out / "panoptic.json").unlink(missing_ok=True)
-        path = write_dataset(out, args.num, args.seed, args.height, args.width)
-        print(
-            f"wrote {args.num} images ({args.height}x{args.width}, seed {args.seed}) and {path}",
-            file=sys.stderr,
-        )
+        size = f"{args.height}x{args.width}, seed {args.seed}"
+        if args.video:
+            # Imported here: the video module builds on this one.
+            from rt_panoptic_ros.training.data.synthetic_video import write_video_dataset
+
+            path = write_video_dataset(out, args.sequences, args.frames, args.seed, args.height, args.width)
+            what = f"{args.sequences} videos of {args.frames} frames"
+        else:
+            path = write_dataset(out, args.num, args.seed, args.height, args.width)
+            what = f"{args.num} images"
+        print(f"wrote {what} ({size}) and {path}", file=sys.stderr)
         return 0
 
     return run_cli(parser.prog, body)
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    """``--num`` for still images, ``--sequences`` and ``--frames`` for videos, each at least 1."""
+    if args.video:
+        if args.num is not None:
+            raise DatasetError("--num: not used with --video (give --sequences and --frames)")
+        counts = {"--sequences": (args.sequences, "video"), "--frames": (args.frames, "frame")}
+    else:
+        for option, value in (("--sequences", args.sequences), ("--frames", args.frames)):
+            if value is not None:
+                raise DatasetError(f"{option}: only used with --video")
+        counts = {"--num": (args.num, "image")}
+    for option, (value, unit) in counts.items():
+        if value is None:
+            raise DatasetError(f"{option}: required{' with --video' if args.video else ''}")
+        if value < 1:
+            raise DatasetError(f"{option}: {value}, expected at least 1 {unit}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 - ``panoptic_quality.py``: per-image statistics (vectorised) and their averages;
 - ``semantic.py``: IoU from a pixel confusion matrix;
-- ``evaluator.py``: :class:`PanopticEvaluator` (``reset`` / ``process`` / ``evaluate``).
+- ``evaluator.py``: :class:`PanopticEvaluator` (``reset`` / ``process`` / ``evaluate``);
+- ``video_quality.py``: STQ / AQ / SQ and identity counts over videos,
+  :class:`VideoQualityEvaluator`.
 
 Files on disk are scored by ``rt_panoptic_ros.training.evaluate`` (``rt-panoptic-eval``).
 """
@@ -15,13 +17,16 @@ from rt_panoptic_ros.training.evaluation.panoptic_quality import (
     pq_average,
 )
 from rt_panoptic_ros.training.evaluation.semantic import class_iou, mean_iou
+from rt_panoptic_ros.training.evaluation.video_quality import VideoQualityEvaluator, format_video_table
 
 __all__ = [
     "PQStats",
     "PanopticEvaluator",
+    "VideoQualityEvaluator",
     "class_iou",
     "compare_panoptic",
     "format_table",
+    "format_video_table",
     "image_stats",
     "joint_histogram",
     "mean_iou",

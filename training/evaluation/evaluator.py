@@ -8,6 +8,7 @@ dataset ids again only in :meth:`PanopticEvaluator.evaluate`'s results.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,36 @@ from rt_panoptic_ros.training.evaluation.panoptic_quality import (
 from rt_panoptic_ros.training.evaluation.semantic import class_iou, mean_iou
 
 
-def compare_panoptic(
+@dataclass(frozen=True)
+class SegmentOverlap:
+    """How the segments of one image's ground truth and prediction overlap.
+
+    Attributes:
+        counts: ``[K_gt + 1, K_pred + 1]`` int64 pixel counts of every (ground-truth segment,
+            predicted segment) pair, row / column 0 = VOID (:func:`joint_histogram`).
+        gt_segment_ids, pred_segment_ids: ``[K_gt]``, ``[K_pred]`` int64 segment ids, in
+            ``segments_info`` order (rows / columns 1..K).
+        gt_classes, pred_classes: ``[K_gt]``, ``[K_pred]`` int64 contiguous classes.
+        gt_crowd: ``[K_gt]`` bool, crowd regions.
+        gt_areas: ``[K_gt]`` int64, the JSON's ``area`` (counted in the PNG where it has none).
+    """
+
+    counts: np.ndarray
+    gt_segment_ids: np.ndarray
+    pred_segment_ids: np.ndarray
+    gt_classes: np.ndarray
+    gt_crowd: np.ndarray
+    gt_areas: np.ndarray
+    pred_classes: np.ndarray
+
+    def pq_stats(self, num_classes: int) -> PQStats:
+        """The image's PQ and semantic statistics (:func:`image_stats`)."""
+        return image_stats(
+            self.counts, self.gt_classes, self.gt_crowd, self.gt_areas, self.pred_classes, num_classes
+        )
+
+
+def overlap_segments(
     gt_ids: np.ndarray,
     gt_segments: Sequence[Segment],
     pred_ids: np.ndarray,
@@ -31,8 +61,8 @@ def compare_panoptic(
     categories: CategoryMap,
     gt_where: str = "ground truth",
     pred_where: str = "prediction",
-) -> PQStats:
-    """Statistics of one image from its two segment-id maps and ``segments_info`` lists.
+) -> SegmentOverlap:
+    """The :class:`SegmentOverlap` of one image from its two segment-id maps and ``segments_info`` lists.
 
     Args:
         gt_ids, pred_ids: ``[H, W]`` uint32 segment ids (0 = VOID), e.g. from
@@ -66,7 +96,25 @@ def compare_panoptic(
     gt_areas = np.array([-1 if s.area is None else s.area for s in gt_segments], dtype=np.int64)
     gt_areas = np.where(gt_areas < 0, counts[1:, :].sum(1), gt_areas)  # no 'area' in the JSON: count pixels
     gt_crowd = np.array([s.iscrowd for s in gt_segments], dtype=bool)
-    return image_stats(counts, gt_classes, gt_crowd, gt_areas, pred_classes, len(categories))
+    return SegmentOverlap(
+        counts, gt_segment_ids=np.array([s.id for s in gt_segments], dtype=np.int64),
+        pred_segment_ids=np.array([s.id for s in pred_segments], dtype=np.int64),
+        gt_classes=gt_classes, gt_crowd=gt_crowd, gt_areas=gt_areas, pred_classes=pred_classes,
+    )  # fmt: skip
+
+
+def compare_panoptic(
+    gt_ids: np.ndarray,
+    gt_segments: Sequence[Segment],
+    pred_ids: np.ndarray,
+    pred_segments: Sequence[Segment],
+    categories: CategoryMap,
+    gt_where: str = "ground truth",
+    pred_where: str = "prediction",
+) -> PQStats:
+    """Statistics of one image (arguments and errors as :func:`overlap_segments`)."""
+    overlap = overlap_segments(gt_ids, gt_segments, pred_ids, pred_segments, categories, gt_where, pred_where)
+    return overlap.pq_stats(len(categories))
 
 
 class PanopticEvaluator:
