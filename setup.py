@@ -28,6 +28,7 @@ CONSOLE_SCRIPTS = [
     "rt-panoptic-eval = rt_panoptic_ros.training.evaluate:main",
     "rt-panoptic-synth = rt_panoptic_ros.training.data.synthetic:main",
     "rt-panoptic-train = rt_panoptic_ros.training.train:main",
+    "rt-panoptic-slim-checkpoint = rt_panoptic_ros.training.slim_checkpoint:main",
 ]
 
 setup(
@@ -49,6 +50,9 @@ setup(
     # Run-time Python dependencies are pinned in requirements.txt (pip) and declared in
     # package.xml (rosdep); setuptools must not try to resolve torch on its own.
     install_requires=["setuptools"],
+    # Optional: rt-panoptic-bag --ray runs a fleet's bags on a Ray cluster (docs/bags.md).
+    # `make setup` installs it too (requirements.txt), so its tests run in CI.
+    extras_require={"fleet": ["ray==2.60.0"]},
     zip_safe=False,
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )

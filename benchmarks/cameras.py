@@ -30,6 +30,7 @@ import rclpy
 from std_msgs.msg import Header
 
 from rt_panoptic_ros.image_io import read_rgb
+from rt_panoptic_ros.percentile import percentile
 from rt_panoptic_ros.ros.dds_profile import use_shipped_profile
 from rt_panoptic_ros.ros.image_conversion import rgb_to_msg
 from rt_panoptic_ros.ros.outputs import OUTPUT_TOPICS
@@ -44,13 +45,6 @@ SETUPS = ("one_node", "node_per_camera")
 
 def complete(recorder: OutputRecorder, key: int) -> bool:
     return all(key in recorder.received.arrival[n] for n in NAMES)
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
 def run(setup: str, count: int, args: argparse.Namespace, frames: list, workdir: Path) -> dict:

@@ -32,6 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from rt_panoptic_ros.percentile import percentile
 from rt_panoptic_ros.ros.dds_profile import shipped_profile_path, without_profile
 from rt_panoptic_ros.ros.testing.harness import HelperProcess, helper_command
 from rt_panoptic_ros.runtime.machine import write_benchmark
@@ -65,8 +66,7 @@ def environment(profile: bool, domain: int) -> dict[str, str]:
 def percentile_ms(values: list[float], q: float) -> float | None:
     if not values:
         return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] / 1e6, 1)
+    return round(percentile(values, q) / 1e6, 1)
 
 
 def run_pair(

@@ -47,6 +47,7 @@ from scenes import CAR, CLASSES, PERSON, THINGS, Obj, centre_seed, make_outputs,
 from rt_panoptic_ros.config import FPN_STRIDES  # noqa: E402
 from rt_panoptic_ros.panoptic import decode  # noqa: E402
 from rt_panoptic_ros.panoptic.boxes import locations  # noqa: E402
+from rt_panoptic_ros.percentile import percentile  # noqa: E402
 from rt_panoptic_ros.runtime.machine import write_benchmark  # noqa: E402
 
 #: The last revision whose decoder decided per stride-4 cell (before full-resolution decisions).
@@ -137,7 +138,7 @@ def summarise(times: dict[str, list[float]]) -> dict[str, float]:
     for name, values in times.items():
         values = sorted(values)
         out[f"{name}_median_ms"] = round(statistics.median(values), 1)
-        out[f"{name}_p90_ms"] = round(values[min(len(values) - 1, int(0.9 * len(values)))], 1)
+        out[f"{name}_p90_ms"] = round(percentile(values, 90), 1)
     return out
 
 

@@ -20,6 +20,7 @@ import torch
 
 from rt_panoptic_ros.config import preset
 from rt_panoptic_ros.model import RTPanoNet
+from rt_panoptic_ros.percentile import percentile
 from rt_panoptic_ros.runtime.machine import write_benchmark
 
 
@@ -56,7 +57,7 @@ def main() -> None:
             "backbone": net.cfg.model.backbone,
             "parameters_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 2),
             "median_ms": round(statistics.median(ms), 1),
-            "p90_ms": round(ms[min(len(ms) - 1, int(0.9 * len(ms)))], 1),
+            "p90_ms": round(percentile(ms, 90), 1),
             "fps": round(1000 / statistics.median(ms), 2),
         }
         print(json.dumps(row), file=sys.stderr)

@@ -28,6 +28,7 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from rt_panoptic_ros.percentile import percentile
 from rt_panoptic_ros.ros.image_conversion import (
     SUPPORTED_ENCODINGS,
     compressed_to_rgb,
@@ -49,7 +50,7 @@ def timed(fn: Callable[[], object], runs: int) -> dict[str, float]:
     times.sort()
     return {
         "median_ms": round(statistics.median(times), 3),
-        "p90_ms": round(times[min(len(times) - 1, int(0.9 * len(times)))], 3),
+        "p90_ms": round(percentile(times, 90), 3),
     }
 
 

@@ -22,7 +22,8 @@ import time
 import numpy as np
 import torch
 
-from rt_panoptic_ros.panoptic.result import PanopticResult, Segment, instance_boxes
+from rt_panoptic_ros.panoptic.result import InstanceSegment, PanopticResult, instance_boxes
+from rt_panoptic_ros.percentile import percentile
 from rt_panoptic_ros.runtime.machine import write_benchmark
 from rt_panoptic_ros.tracking import PanopticTracker
 
@@ -43,7 +44,7 @@ def scene(height: int, width: int, count: int, frames: int, seed: int = 0) -> li
         areas = torch.bincount(instance.reshape(-1).long(), minlength=count + 1)[1:].tolist()
         boxes = instance_boxes(instance, count).tolist()
         segments = [
-            Segment(k, int(classes[k - 1]), 0.9, tuple(boxes[k - 1]), areas[k - 1])
+            InstanceSegment(k, int(classes[k - 1]), 0.9, tuple(boxes[k - 1]), areas[k - 1])
             for k in range(1, count + 1)
             if areas[k - 1] > 0
         ]
@@ -86,7 +87,7 @@ def measure(results: list[PanopticResult]) -> dict[str, float | int]:
     return {
         "updates": len(seconds),
         "median_ms": round(statistics.median(ms), 3),
-        "p90_ms": round(ms[int(0.9 * (len(ms) - 1))], 3),
+        "p90_ms": round(percentile(ms, 90), 3),
         "histogram_ms": histogram,
         "relabel_ms": relabel,
         "ids_kept_first_to_last": f"{kept}/{total}",

@@ -240,6 +240,8 @@ def build_engine_main(argv: Sequence[str] | None = None) -> int:
 
 def bench_main(argv: Sequence[str] | None = None) -> int:
     """``rt-panoptic-bench --model M --backend B --height H --width W``: per-stage latency as JSON."""
+    from rt_panoptic_ros.runtime.backends import BACKENDS  # torch: only once a command needs it
+
     parser = make_parser(
         "rt-panoptic-bench",
         "Per-stage latency (upload, network, decode, download; median and p90) and end-to-end FPS "
@@ -250,7 +252,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         "--model", nargs="+", required=True, help="model file(s), or preset name(s) run with random weights"
     )
     parser.add_argument("--backend", nargs="+", default=["torch"],
-                        choices=["auto", "torch", "onnxruntime", "tensorrt"], help="backend(s)")  # fmt: skip
+                        choices=BACKENDS, help="backend(s)")  # fmt: skip
     parser.add_argument("--height", type=int, default=512, help="input height (multiple of 128)")
     parser.add_argument("--width", type=int, default=1024, help="input width (multiple of 128)")
     parser.add_argument(

@@ -9,6 +9,13 @@ and the node can log it, count it and keep running.
 from __future__ import annotations
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name if it has none): for one-line
+    logs and counters of errors that are not ours (a third-party library's, a decoder's)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class RTPanopticError(Exception):
     """Base class of every error this package raises on purpose."""
 

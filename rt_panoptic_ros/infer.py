@@ -94,6 +94,7 @@ def run_inference(
     progress: Callable[[int], Any] | None = None,
     on_error: Callable[[str], None] | None = None,
     tracking: TrackingSettings | None = None,
+    sequence_of: Callable[[Path], object] | None = None,
 ) -> InferenceReport:
     """Segment ``images`` and write the predictions folder ``output``.
 
@@ -105,6 +106,9 @@ def run_inference(
         on_error: called with a one-line message per failed image.
         tracking: the images are frames of one video, in this order: track the instances
             (``None``: each image on its own, ids 1..K).
+        sequence_of: with ``tracking``, an image's video (any value): the tracks start afresh
+            where it changes, so several videos can be written into one folder. ``None``: all
+            images are one video.
     """
     output = Path(output)
     (output / "panoptic").mkdir(parents=True, exist_ok=True)
@@ -113,6 +117,7 @@ def run_inference(
     void = void_label(cfg.dataset.num_classes)
     report = InferenceReport()
     tracker = tracking.tracker() if tracking is not None and tracking.enabled else None
+    sequence = None
     annotations, image_entries = [], []
     for path in images:
         try:
@@ -125,6 +130,9 @@ def run_inference(
         start = time.perf_counter()
         result = predictor(rgb)
         if tracker is not None:
+            if sequence_of is not None and sequence_of(path) != sequence:
+                sequence = sequence_of(path)
+                tracker.reset()
             result = tracker.update(result)
         latency = (time.perf_counter() - start) * 1000
         ids, segments_info = to_coco_panoptic(result, cfg, void)

@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from rt_panoptic_ros.panoptic.result import Segment
+from rt_panoptic_ros.panoptic.result import InstanceSegment
 
 # The Cityscapes palette for the first 19 classes (familiar to anyone who has seen the
 # benchmark), then golden-ratio hues for any further class.
@@ -52,7 +52,7 @@ def class_palette(num_classes: int) -> np.ndarray:
     return colours[:num_classes]
 
 
-def instance_colours(segments: Sequence[Segment], palette: np.ndarray) -> np.ndarray:
+def instance_colours(segments: Sequence[InstanceSegment], palette: np.ndarray) -> np.ndarray:
     """``[K, 3]`` uint8 RGB of ``segments``: the class colour, shaded by a golden-ratio sequence
     of the segment's ``id`` so that neighbouring instances of one class differ, and a tracked
     object (its ``id`` a track id) keeps its colour from frame to frame."""
@@ -64,7 +64,7 @@ def instance_colours(segments: Sequence[Segment], palette: np.ndarray) -> np.nda
 
 
 def panoptic_colors(
-    semantic: np.ndarray, instance: np.ndarray, segments: Sequence[Segment], palette: np.ndarray
+    semantic: np.ndarray, instance: np.ndarray, segments: Sequence[InstanceSegment], palette: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Colour image of a panoptic result and the mask of its labelled pixels.
 
@@ -99,7 +99,7 @@ def draw_overlay(
     image: np.ndarray,
     semantic: Any,
     instance: Any,
-    segments: Sequence[Segment],
+    segments: Sequence[InstanceSegment],
     class_names: Sequence[str],
     alpha: float = 0.5,
     boxes: bool = True,
@@ -313,7 +313,7 @@ def _nearest(source: int, target: int) -> np.ndarray:
 
 def _draw_instances(
     out: np.ndarray,
-    segments: Sequence[Segment],
+    segments: Sequence[InstanceSegment],
     class_names: Sequence[str],
     palette: np.ndarray,
     scale_xy: tuple[float, float],

@@ -19,7 +19,7 @@ from rt_panoptic_ros.config import Config
 from rt_panoptic_ros.panoptic.boxes import box_iou
 from rt_panoptic_ros.panoptic.fusion import void_label
 from rt_panoptic_ros.panoptic.masks import select_queries
-from rt_panoptic_ros.panoptic.result import PanopticResult, Segment
+from rt_panoptic_ros.panoptic.result import InstanceSegment, PanopticResult
 
 
 def grid_coordinate(pixels: int, content: int, stride: int, grid: int) -> tuple[torch.Tensor, ...]:
@@ -126,7 +126,9 @@ def _fuse(masks, q, semantic_argmax, cfg: Config, is_thing, void) -> PanopticRes
         semantic[free] = category
         ys, xs = free.nonzero().unbind(1)
         bbox = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-        segments.append(Segment(id=k, category_id=category, score=score, bbox=bbox, area=int(free.sum())))
+        segments.append(
+            InstanceSegment(id=k, category_id=category, score=score, bbox=bbox, area=int(free.sum()))
+        )
     for c in range(len(is_thing)):
         if is_thing[c]:
             continue

@@ -21,12 +21,12 @@ from rt_panoptic_ros import Predictor
 from rt_panoptic_ros.cli import EXIT_ERROR, build_engine_main
 from rt_panoptic_ros.errors import ConfigError, EngineError, InputError
 from rt_panoptic_ros.model import save_checkpoint
+from rt_panoptic_ros.runtime.backends.input_checks import check_input_shape
 from rt_panoptic_ros.runtime.backends.tensorrt_backend import check_tensorrt_version, network_flags
 from rt_panoptic_ros.runtime.engine_cache import (
     ENGINE_MAGIC,
     EngineKey,
     check_engine_runs_here,
-    check_input_shape,
     engine_path,
     load_or_build,
     read_engine_file,

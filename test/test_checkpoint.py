@@ -106,7 +106,7 @@ def bad_files(tmp_path, tri_weights):
     )
     cases["bad_config"] = (
         variant("bad_config", lambda d: d["config"]["model"].update(backbone="vgg")),
-        "config: model.backbone: 'vgg' is not one of",
+        "config: model.backbone: 'vgg', expected one of",
     )
     cases["newer"] = (variant("newer", lambda d: d.update(format_version=99)), "format version 99")
     return cases

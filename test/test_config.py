@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
-from rt_panoptic_ros.config import PRESETS, Config, load_yaml, preset, save_yaml
+from rt_panoptic_ros.config import PRESETS, Config, DecoderConfig, load_yaml, preset, save_yaml, settings
 from rt_panoptic_ros.errors import ConfigError
 
 
@@ -50,10 +51,14 @@ def test_partial_yaml_takes_defaults(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("decoder:\n  mask_tresh: 0.5\n", "decoder: unknown field(s) ['mask_tresh']"),
+        (
+            "decoder:\n  mask_tresh: 0.5\n",
+            "decoder.mask_tresh: unknown key; did you mean decoder.mask_thresh",
+        ),
+        ("modle:\n  fpn_channels: 8\n", "modle: unknown key; did you mean model?"),
         ("decoder:\n  mask_thresh: high\n", "decoder.mask_thresh: expected a number"),
-        ("decoder:\n  mask_thresh: 1.5\n", "decoder.mask_thresh: 1.5 not in [0, 1]"),
-        ("model:\n  backbone: vgg16\n", "model.backbone: 'vgg16' is not one of"),
+        ("decoder:\n  mask_thresh: 1.5\n", "decoder.mask_thresh: 1.5, expected a value in [0, 1]"),
+        ("model:\n  backbone: vgg16\n", "model.backbone: 'vgg16', expected one of"),
         ("input:\n  height: 100\n", "input.height: 100, expected 0 or a multiple of 128"),
         ("input:\n  pixel_mean: [1, 2]\n", "input.pixel_mean: expected 3 values, got 2"),
         ("dataset:\n  thing_ids: [30]\n", "dataset.thing_ids: [30] outside 0..18"),
@@ -76,3 +81,50 @@ def test_missing_yaml_and_unknown_preset(tmp_path):
         load_yaml(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="unknown preset 'huge'"):
         preset("huge")
+
+
+def test_every_config_field_says_what_it_is():
+    from rt_panoptic_ros.training.train_config import TrainConfig
+
+    for info in settings(TrainConfig) + settings(Config):
+        assert info.help, f"{info.key}: declare it with setting(default, help, ...)"
+
+
+def test_a_decoder_field_is_described_and_bounded_once():
+    """The node's decoder.* parameters take description and range from the config field: a
+    value one of them refuses, the other refuses too."""
+    from rt_panoptic_ros.ros.parameters import check_value, decoder_parameters
+
+    specs = {s.name: s for s in decoder_parameters(DecoderConfig())}
+    for info in settings(DecoderConfig, "decoder."):
+        spec = specs[info.key]
+        assert (spec.description, spec.low, spec.high) == (info.help, info.low, info.high)
+        if info.high is not None:
+            too_big = info.high + (1 if info.hint is int else 0.5)
+            assert check_value(spec, too_big) is not None
+            with pytest.raises(ConfigError, match=re.escape(f"{info.key}: {too_big}, expected a value in")):
+                Config.from_dict({"decoder": {info.name: too_big}})
+
+
+def test_the_configuration_page_is_current():
+    """docs/configuration.md is generated from the fields: `python tools/config_docs.py`."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("config_docs", ROOT / "tools" / "config_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.PAGE.read_text() == module.page(), "run: python tools/config_docs.py"
+
+
+def test_overrides_are_checked_like_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("decoder:\n  mask_thresh: 0.5\n")
+    assert load_yaml(path, ["decoder.stuff_area=10"]).decoder.stuff_area == 10
+    with pytest.raises(
+        ConfigError, match=r"decoder\.stuf_area: unknown key; did you mean decoder\.stuff_area"
+    ):
+        load_yaml(path, ["decoder.stuf_area=10"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_yaml(path, ["decoder.stuff_area"])

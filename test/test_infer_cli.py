@@ -180,6 +180,32 @@ def test_track_keeps_ids_across_the_frames_of_a_folder(model_file, tmp_path):
     ]
 
 
+def test_tracks_restart_where_the_video_changes(model_file, tmp_path):
+    """run_inference(sequence_of=...): several videos in one folder, tracks start afresh in each."""
+    from rt_panoptic_ros.infer import list_images, run_inference
+    from rt_panoptic_ros.runtime import Predictor
+    from rt_panoptic_ros.tracking import TrackingSettings
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    pictures = [np.random.default_rng(seed).integers(0, 256, (96, 128, 3), dtype=np.uint8) for seed in (5, 6)]
+    for video in ("a", "b"):  # the same two frames in each video
+        for k, picture in enumerate(pictures):
+            cv2.imwrite(str(folder / f"{video}_{k}.png"), picture)
+    out = tmp_path / "pred"
+    run_inference(
+        Predictor(model_file), list_images(folder), out, tracking=TrackingSettings(),
+        sequence_of=lambda path: path.stem.split("_")[0],
+    )  # fmt: skip
+    document = json.loads((out / "panoptic.json").read_text())
+    ids = {
+        a["image_id"]: sorted(s["id"] for s in a["segments_info"] if s["id"] < 65536)
+        for a in document["annotations"]
+    }
+    assert ids["b_0"] == ids["a_0"] and ids["b_1"] == ids["a_1"], "video b starts from id 1 again"
+    assert ids["a_1"] != list(range(1, len(ids["a_1"]) + 1)), "within a video the ids carry on"
+
+
 class Payload:
     """A pickled object of this class is what an unsafe .pt holds."""
 

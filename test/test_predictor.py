@@ -12,9 +12,9 @@ from conftest import rigged_model
 
 from rt_panoptic_ros import Predictor
 from rt_panoptic_ros.errors import InputError
+from rt_panoptic_ros.image_fit import fit
 from rt_panoptic_ros.model import save_checkpoint
 from rt_panoptic_ros.panoptic import VOID, decode
-from rt_panoptic_ros.runtime.preprocess import fit
 
 
 @pytest.fixture(scope="module")

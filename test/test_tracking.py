@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rt_panoptic_ros.panoptic.result import PanopticResult, Segment
+from rt_panoptic_ros.panoptic.result import InstanceSegment, PanopticResult
 from rt_panoptic_ros.tracking import MAX_TRACK_ID, PanopticTracker
 
 H, W = 96, 160
@@ -21,7 +21,7 @@ def frame(objects, device="cpu"):
     for k, (category, _) in enumerate(objects, start=1):
         ys, xs = torch.nonzero(instance == k, as_tuple=True)
         box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-        segments.append(Segment(k, category, 0.9, box, len(ys)))
+        segments.append(InstanceSegment(k, category, 0.9, box, len(ys)))
     semantic = torch.zeros(H, W, dtype=torch.uint8)
     return PanopticResult(semantic, instance, segments).to(device)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -17,9 +18,9 @@ from conftest import ROOT, run_cli
 
 from rt_panoptic_ros import load_model
 from rt_panoptic_ros.training.data import write_dataset
+from rt_panoptic_ros.training.engine import Trainer
 from rt_panoptic_ros.training.train import main as train_main
 from rt_panoptic_ros.training.train_config import load_config
-from rt_panoptic_ros.training.trainer import Trainer
 
 #: A narrow network (conftest.tiny_config's widths) on 128x256 images: a step takes ~0.1 s.
 TINY = {
@@ -238,13 +239,80 @@ def test_evaluation_and_tensorboard_scalars(config_file, synth, tmp_path):
     assert [e.step for e in events.Scalars("loss/total")] == [1, 2]
 
 
-def test_export_to_half_precision_keeps_the_outputs(config_file, tmp_path):
-    from rt_panoptic_ros.training.export import main as export_main
+def see_roads_skies_and_cars(model: torch.nn.Module) -> None:
+    """Head biases that make an untrained network answer with cars, road and sky (in place).
+
+    Every P3 location proposes a 32 x 32 car box and road, sky and car share the semantic map
+    (the random features decide between them), so the decoder has things, stuff and void.
+    """
+    meta, head = model.cfg.dataset, model.head
+    with torch.no_grad():
+        head.box_cls.bias.fill_(-10.0)
+        head.box_cls.bias[meta.thing_ids.index(meta.class_names.index("car"))] = 10.0
+        head.centerness.bias.fill_(5.0)
+        head.box_reg.conv.weight.zero_()
+        head.box_reg.conv.bias.fill_(math.log(16.0))
+        head.levelness.conv.bias.fill_(-10.0)
+        head.levelness.conv.bias[1] = 10.0  # P3
+        head.semantic.conv.bias.fill_(-10.0)
+        for name in ("road", "sky", "car"):
+            head.semantic.conv.bias[meta.class_names.index(name)] = 3.0
+
+
+def test_logged_pq_is_rt_panoptic_eval_of_the_predictors_outputs(config_file, synth, tmp_path, capsys):
+    """The PQ a run logs is the Predictor's: with an input size of another aspect ratio than the
+    images (128x128 for 128x256), Trainer.evaluate's scores equal rt-panoptic-eval's on
+    rt-panoptic-infer's predictions of the same checkpoint (stretching the images to the input
+    size instead of fitting them, as the trainer once did, logs PQ 59.0 here instead of 64.3)."""
+    import json
+    import shutil
+
+    from rt_panoptic_ros import Predictor
+    from rt_panoptic_ros.cli import infer_main
+    from rt_panoptic_ros.infer import run_inference
+    from rt_panoptic_ros.training.evaluate import main as eval_main
+
+    # A few detections, and masks at P_sem = 1/3 (three classes share the semantic map).
+    tuned = ["input.height=128", "input.width=128", "decoder.max_detections=10", "decoder.mask_thresh=0.1"]
+    rigged = trainer(config_file, tmp_path / "run", *tuned)
+    see_roads_skies_and_cars(rigged.model)
+    model_file = rigged.save()
+    # Ground truth: the network's own answer at the images' own size, on two of the images.
+    gt = tmp_path / "gt"
+    (gt / "images").mkdir(parents=True)
+    images = [shutil.copy(p, gt / "images") for p in sorted((synth / "images").iterdir())[:2]]
+    run_inference(Predictor(model_file, input_size=(0, 0)), [Path(p) for p in images], gt)
+    document = json.loads((synth / "panoptic.json").read_text())
+    document["images"] = [i for i in document["images"] if (gt / "images" / i["file_name"]).exists()]
+    document["annotations"] = json.loads((gt / "panoptic.json").read_text())["annotations"]
+    (gt / "panoptic.json").write_text(json.dumps(document))
+
+    evaluating = trainer(config_file, tmp_path / "run", *tuned, f"data.val_root={gt}")
+    evaluating.resume()
+    logged = evaluating.evaluate()
+
+    pred = tmp_path / "pred"
+    assert infer_main([str(gt / "images"), "--model", str(model_file), "--output", str(pred)]) == 0
+    assert eval_main(["--gt-json", str(gt / "panoptic.json"), "--gt-dir", str(gt / "panoptic"),
+                      "--pred-json", str(pred / "panoptic.json"), "--pred-dir", str(pred / "panoptic"),
+                      "--output", str(tmp_path / "scores.json"), "--workers", "1"]) == 0  # fmt: skip
+    capsys.readouterr()
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    expected = {
+        "PQ": 100 * scores["All"]["pq"], "PQ_th": 100 * scores["Things"]["pq"],
+        "PQ_st": 100 * scores["Stuff"]["pq"], "mIoU": 100 * scores["semantic"]["miou"],
+    }  # fmt: skip
+    assert logged == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    assert logged["PQ_th"] > 0 and logged["PQ_st"] > 0  # things and stuff both took part
+
+
+def test_slim_checkpoint_in_half_precision_keeps_the_outputs(config_file, tmp_path):
+    from rt_panoptic_ros.training.slim_checkpoint import main as slim_main
 
     out = tmp_path / "run"
     trainer(config_file, out, max_steps=1).train()
     half = tmp_path / "half.pt"
-    assert export_main([str(out / "last.pt"), str(half), "--half", "decoder.mask_thresh=0.15"]) == 0
+    assert slim_main([str(out / "last.pt"), str(half), "--half", "decoder.mask_thresh=0.15"]) == 0
     assert half.stat().st_size < 0.6 * (out / "model_final.pt").stat().st_size
     full, small = load_model(out / "model_final.pt"), load_model(half)
     assert all(p.dtype == torch.float32 for p in small.parameters())  # runs in fp32
@@ -253,9 +321,9 @@ def test_export_to_half_precision_keeps_the_outputs(config_file, tmp_path):
     with torch.no_grad():
         a, b = full(images), small(images)
     assert torch.allclose(a.semantic_logits, b.semantic_logits, rtol=1e-2, atol=1e-2)
-    assert export_main([str(out / "nothing.pt"), str(tmp_path / "x.pt")]) == 1
-    assert export_main([str(half), str(tmp_path / "x.pt"), "model.fpn_channels=8"]) == 1
-    assert export_main([str(half), str(tmp_path / "x.pt"), "decoder.mask_tresh=0.1"]) == 1
+    assert slim_main([str(out / "nothing.pt"), str(tmp_path / "x.pt")]) == 1
+    assert slim_main([str(half), str(tmp_path / "x.pt"), "model.fpn_channels=8"]) == 1
+    assert slim_main([str(half), str(tmp_path / "x.pt"), "decoder.mask_tresh=0.1"]) == 1
 
 
 def test_imagenet_weights_are_taken_from_the_local_cache_only(tmp_path):
@@ -264,7 +332,7 @@ def test_imagenet_weights_are_taken_from_the_local_cache_only(tmp_path):
     import torchvision
     from conftest import tiny_config
 
-    from rt_panoptic_ros.training.trainer import build_model
+    from rt_panoptic_ros.training.model_init import build_model
 
     cfg = tiny_config()
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone_weights="IMAGENET1K_V1"))

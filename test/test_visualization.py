@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from rt_panoptic_ros import visualization
-from rt_panoptic_ros.panoptic import VOID, Segment
+from rt_panoptic_ros.panoptic import VOID, InstanceSegment
 from rt_panoptic_ros.visualization import class_palette, draw_overlay, panoptic_colors
 
 NAMES = [f"class{k}" for k in range(19)]
@@ -31,15 +31,15 @@ def scene():
     instance[30:50, 10:30] = 1
     instance[30:50, 40:60] = 2
     segments = [
-        Segment(id=1, category_id=13, score=0.9, bbox=(10.0, 30.0, 30.0, 50.0), area=400),
-        Segment(id=2, category_id=13, score=0.8, bbox=(40.0, 30.0, 60.0, 50.0), area=400),
+        InstanceSegment(id=1, category_id=13, score=0.9, bbox=(10.0, 30.0, 30.0, 50.0), area=400),
+        InstanceSegment(id=2, category_id=13, score=0.8, bbox=(40.0, 30.0, 60.0, 50.0), area=400),
     ]
     return semantic, instance, segments
 
 
 def busy_scene(
     height: int, width: int, num_instances: int, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Segment]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[InstanceSegment]]:
     """A noisy image, 60 random stuff rectangles, a void band on top (partly under instances),
     and ``num_instances`` overlapping thing rectangles drawn far to near.
 
@@ -66,8 +66,9 @@ def busy_scene(
     for k in range(1, num_instances + 1):
         ys, xs = np.nonzero(instance == k)
         box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if len(xs) else (0, 0, 0, 0)
-        segments.append(Segment(id=k, category_id=int(categories[k - 1]), score=float(rng.uniform(0.3, 1.0)),
-                                bbox=tuple(float(v) for v in box), area=len(xs)))  # fmt: skip
+        score = float(rng.uniform(0.3, 1.0))
+        segments.append(InstanceSegment(id=k, category_id=int(categories[k - 1]), score=score,
+                                        bbox=tuple(float(v) for v in box), area=len(xs)))  # fmt: skip
     return rgb, semantic, instance, segments
 
 
@@ -125,7 +126,7 @@ def reference_overlay(
     image: np.ndarray,
     semantic: np.ndarray,
     instance: np.ndarray,
-    segments: Sequence[Segment],
+    segments: Sequence[InstanceSegment],
     class_names: Sequence[str],
     alpha: float = 0.5,
     boxes: bool = True,

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import box_iou, sigmoid_focal_loss
 
-from rt_panoptic_ros.config import DecoderConfig
+from rt_panoptic_ros.config import DecoderConfig, setting
 from rt_panoptic_ros.model import HeadOutputs
 from rt_panoptic_ros.panoptic.boxes import dense_boxes_at, pixel_query_iou
 from rt_panoptic_ros.panoptic.masks import select_queries
@@ -26,20 +26,15 @@ LOSS_NAMES: tuple[str, ...] = ("box_reg", "centerness", "box_cls", "levelness", 
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Weights and constants of the losses.
+    """Weights and constants of the losses (Eq. 11-19)."""
 
-    Attributes:
-        semantic_weight: λ of Eq. 19 (1 for Cityscapes, 0.4 for COCO).
-        bootstrap_fraction: the semantic loss keeps the worst this fraction of pixels (0.3).
-        focal_alpha, focal_gamma: the box-class focal loss (RetinaNet's 0.25, 2).
-        mask_loss: use the explicit mask loss (Eq. 16-18); off in the weakly supervised mode.
-    """
-
-    semantic_weight: float = 1.0
-    bootstrap_fraction: float = 0.3
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    mask_loss: bool = True
+    semantic_weight: float = setting(1.0, "λ of Eq. 19 (1 for Cityscapes, 0.4 for COCO)", low=0.0)
+    bootstrap_fraction: float = setting(
+        0.3, "the semantic loss keeps the worst this fraction of pixels", low=0.0, high=1.0
+    )
+    focal_alpha: float = setting(0.25, "α of the box-class focal loss (RetinaNet)", low=0.0, high=1.0)
+    focal_gamma: float = setting(2.0, "γ of the box-class focal loss (RetinaNet)", low=0.0)
+    mask_loss: bool = setting(True, "the explicit mask loss (Eq. 16-18); off in the weakly supervised mode")
 
 
 def iou_loss(pred_ltrb: Tensor, target_ltrb: Tensor) -> Tensor:

@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         from rt_panoptic_ros.devices import resolve_device
-        from rt_panoptic_ros.training.trainer import Trainer
+        from rt_panoptic_ros.training.engine import Trainer
 
         # `kill` (a scheduler's, or torchrun's on a failed peer) stops like Ctrl-C: loaders and
         # their worker processes shut down instead of lingering.

@@ -7,6 +7,6 @@ their masks (Eq. 4-7), ``fusion.py`` Kirillov fusion, ``decoder.py`` the whole c
 
 from rt_panoptic_ros.panoptic.decoder import decode
 from rt_panoptic_ros.panoptic.fusion import VOID
-from rt_panoptic_ros.panoptic.result import PanopticResult, Segment
+from rt_panoptic_ros.panoptic.result import InstanceSegment, PanopticResult
 
-__all__ = ["VOID", "PanopticResult", "Segment", "decode"]
+__all__ = ["VOID", "InstanceSegment", "PanopticResult", "decode"]

@@ -8,11 +8,11 @@ Coordinates are input pixels, boxes are ``(x1, y1, x2, y2)`` float tensors. A lo
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from rt_panoptic_ros.config import IouVariant
 
 #: Stride of the levelness map and of the dense box map B(x, y) (paper Sec. 4.2).
 BOX_MAP_STRIDE = 4
@@ -109,7 +109,7 @@ def box_overlap(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     return inter, union
 
 
-def box_iou(a: Tensor, b: Tensor, variant: Literal["iou", "tri"] = "iou") -> Tensor:
+def box_iou(a: Tensor, b: Tensor, variant: IouVariant = "iou") -> Tensor:
     """P_loc = IoU(B(x, y), B_j) of xyxy boxes ``a [..., 4]`` and ``b [..., 4]`` (broadcast, Eq. 6).
 
     Args:
@@ -139,6 +139,6 @@ def pixel_query_overlap(pixel_boxes: Tensor, queries: Tensor) -> tuple[Tensor, T
     return box_overlap(pixel_boxes[:, None, :], queries[None, :, :])
 
 
-def pixel_query_iou(pixel_boxes: Tensor, queries: Tensor, variant: Literal["iou", "tri"] = "iou") -> Tensor:
+def pixel_query_iou(pixel_boxes: Tensor, queries: Tensor, variant: IouVariant = "iou") -> Tensor:
     """:func:`box_iou` of every pixel's box ``[P, 4]`` with every query box ``[K, 4]`` -> ``[P, K]``."""
     return box_iou(pixel_boxes[:, None, :], queries[None, :, :], variant)

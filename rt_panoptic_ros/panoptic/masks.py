@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from rt_panoptic_ros.config import FPN_STRIDES, DecoderConfig
+from rt_panoptic_ros.config import FPN_STRIDES, DecoderConfig, IouVariant
 from rt_panoptic_ros.panoptic.boxes import (
     clip_boxes,
     locations,
@@ -114,7 +114,7 @@ def instance_masks(
     queries: Tensor,
     query_labels: Tensor,
     thing_probability: Tensor,
-    iou_variant: str,
+    iou_variant: IouVariant,
     mask_thresh: float,
 ) -> tuple[Tensor, Tensor]:
     """M_j(x, y) = P_loc(x, y, j) * P_sem(x, y, c_j) > sigma for one image (Eq. 5-7).
@@ -160,7 +160,7 @@ def instance_masks(
 
 
 def _block_masks(
-    pixel_boxes: Tensor, queries: Tensor, p_sem: Tensor, iou_variant: str, mask_thresh: float
+    pixel_boxes: Tensor, queries: Tensor, p_sem: Tensor, iou_variant: IouVariant, mask_thresh: float
 ) -> Tensor:
     """Dense ``[B, K]`` bool masks of a block; ``p_sem``: ``[B, K]`` P_sem(c_j) at its pixels."""
     if iou_variant == "iou":

@@ -17,7 +17,7 @@ from rt_panoptic_ros.config import Config
 from rt_panoptic_ros.panoptic.fusion import Placement
 from rt_panoptic_ros.panoptic.masks import Queries
 from rt_panoptic_ros.panoptic.pixels import Band
-from rt_panoptic_ros.panoptic.result import PanopticResult, Segment
+from rt_panoptic_ros.panoptic.result import InstanceSegment, PanopticResult
 from rt_panoptic_ros.panoptic.sampling import AxisBlocks, fill_blocks
 
 
@@ -50,7 +50,7 @@ class OutputMaps:
             placed.areas.tolist(), strict=True,
         )  # fmt: skip
         segments = [
-            Segment(id=k, category_id=c, score=s, bbox=tuple(b), area=a)
+            InstanceSegment(id=k, category_id=c, score=s, bbox=tuple(b), area=a)
             for k, (c, s, b, a) in enumerate(columns, start=1)
         ]
         return PanopticResult(semantic=self.semantic, instance=self.instance, segments=segments)

@@ -9,8 +9,9 @@ from torch import Tensor
 
 
 @dataclass(frozen=True)
-class Segment:
-    """One instance of a thing class in a :class:`PanopticResult`.
+class InstanceSegment:
+    """One instance of a thing class in a :class:`PanopticResult` (not to be confused with an
+    entry of a COCO panoptic file's ``segments_info``, ``training.data.panoptic_format.Segment``).
 
     Attributes:
         id: the instance's value in ``PanopticResult.instance`` (1..K, in decreasing score).
@@ -45,7 +46,7 @@ class PanopticResult:
 
     semantic: Tensor
     instance: Tensor
-    segments: list[Segment] = field(default_factory=list)
+    segments: list[InstanceSegment] = field(default_factory=list)
     frame_instance: Tensor | None = None
 
     @property

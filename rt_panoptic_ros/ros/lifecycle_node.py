@@ -31,12 +31,12 @@ from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
+from rt_panoptic_ros.errors import first_line
 from rt_panoptic_ros.ros.dds_profile import ProfileChoice, use_shipped_profile
 from rt_panoptic_ros.ros.panoptic_core import (
     NODE_NAME,
     PanopticCore,
     StartupError,
-    first_line,
     release_memory,
 )
 from rt_panoptic_ros.runtime.machine import rss_mb

@@ -8,7 +8,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2D, Detection2DArray, LabelInfo, ObjectHypothesisWithPose, VisionClass
 
-from rt_panoptic_ros.panoptic import Segment
+from rt_panoptic_ros.panoptic import InstanceSegment
 
 
 def stamp_ns(header: Header) -> int:
@@ -16,7 +16,7 @@ def stamp_ns(header: Header) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
-def detections_msg(header: Header, segments: Sequence[Segment]) -> Detection2DArray:
+def detections_msg(header: Header, segments: Sequence[InstanceSegment]) -> Detection2DArray:
     """One ``Detection2D`` per instance, with the input's header.
 
     Each detection: ``id`` = the instance's value in ``panoptic/instance`` (as a string),

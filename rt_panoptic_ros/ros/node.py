@@ -41,8 +41,9 @@ from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
+from rt_panoptic_ros.errors import first_line
 from rt_panoptic_ros.ros.dds_profile import ProfileChoice, use_shipped_profile
-from rt_panoptic_ros.ros.panoptic_core import NODE_NAME, PanopticCore, StartupError, first_line
+from rt_panoptic_ros.ros.panoptic_core import NODE_NAME, PanopticCore, StartupError
 from rt_panoptic_ros.ros.pipeline import FramePipeline
 
 __all__ = ["NODE_NAME", "PanopticNode", "StartupError", "main"]

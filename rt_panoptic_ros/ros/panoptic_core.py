@@ -14,7 +14,6 @@ parameter callback.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import gc
 import sys
 import time
@@ -37,7 +36,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from rt_panoptic_ros.config import Config
-from rt_panoptic_ros.errors import RTPanopticError
+from rt_panoptic_ros.errors import RTPanopticError, first_line
 from rt_panoptic_ros.panoptic.fusion import void_label
 from rt_panoptic_ros.ros import image_conversion
 from rt_panoptic_ros.ros.bundled import bundled_model_path
@@ -392,9 +391,4 @@ def _with_input_size(cfg: Config, height: int, width: int) -> Config:
         )
     if not height or (height == cfg.input.height and width == cfg.input.width):
         return cfg
-    return dataclasses.replace(cfg, input=dataclasses.replace(cfg.input, height=height, width=width))
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    return cfg.with_input_size(height, width)

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from rt_panoptic_ros.config import SIZE_DIVISIBILITY, Config, DecoderConfig
+from rt_panoptic_ros.config import SIZE_DIVISIBILITY, Config, DecoderConfig, settings
 from rt_panoptic_ros.ros.qos import OUTPUT_RELIABILITY_SETTINGS, RELIABILITY_SETTINGS
+from rt_panoptic_ros.runtime.backends import BACKENDS
 from rt_panoptic_ros.tracking import TrackingSettings
 
-BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "tensorrt")
 #: ``auto``: the backend's default (torch: fp16 on CUDA; an ONNX or engine file: its own).
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "int8")
 RELIABILITY_CHOICES = RELIABILITY_SETTINGS
@@ -63,9 +62,7 @@ STARTUP_PARAMETERS: tuple[ParamSpec, ...] = (
         "model file (.pt), ONNX file of any precision (rt-panoptic-export) or TensorRT engine; "
         "empty = the bundled model in the package share",
     ),
-    ParamSpec(
-        "backend", "auto", "inference engine: auto, torch, onnxruntime or tensorrt", choices=BACKEND_CHOICES
-    ),
+    ParamSpec("backend", "auto", f"inference engine: {', '.join(BACKENDS)}", choices=BACKENDS),
     ParamSpec("device", "cpu", "torch device: cpu, cuda, cuda:0, ..."),
     ParamSpec(
         "precision",
@@ -196,50 +193,26 @@ RUNTIME_PARAMETERS: tuple[ParamSpec, ...] = (
     ),
 )
 
-_DECODER_DESCRIPTIONS = {
-    "pre_nms_thresh": "box-class probability a location needs to become a candidate",
-    "pre_nms_top_n": "most candidates per FPN level before NMS",
-    "nms_thresh": "IoU above which class-aware NMS suppresses a candidate",
-    "max_detections": "most instances per image",
-    "mask_thresh": "instance mask threshold on IoU x semantic probability (paper Eq. 7)",
-    "overlap_threshold": "drop an instance already covered by more than this fraction of its area",
-    "stuff_area": "stuff segments smaller than this (pixels) become void",
-    "iou_variant": "iou (the paper's) or tri (the original code's, for the converted TRI model)",
-    "instance_score_thresh": "detections scoring below this take no part in fusion (0 = keep all)",
-    "box_map_background": "exclude (background pixels take no box) or tri (the original: every pixel does)",
-}
-_DECODER_RANGES: dict[str, tuple[float, float, float]] = {
-    "pre_nms_thresh": (0.0, 1.0, 0),
-    "nms_thresh": (0.0, 1.0, 0),
-    "mask_thresh": (0.0, 1.0, 0),
-    "overlap_threshold": (0.0, 1.0, 0),
-    "instance_score_thresh": (0.0, 1.0, 0),
-    "pre_nms_top_n": (1, 100000, 1),
-    "max_detections": (1, 10000, 1),
-    "stuff_area": (0, 10**8, 1),
-}
-
 
 def decoder_parameters(decoder: DecoderConfig) -> list[ParamSpec]:
-    """``decoder.<field>`` for every field of :class:`DecoderConfig`, changeable at run time."""
-    specs = []
-    hints = typing.get_type_hints(DecoderConfig)
-    for f in dataclasses.fields(DecoderConfig):
-        low, high, step = _DECODER_RANGES.get(f.name, (None, None, 0))
-        specs.append(
-            ParamSpec(
-                f"decoder.{f.name}",
-                getattr(decoder, f.name),
-                _DECODER_DESCRIPTIONS[f.name],
-                low=low,
-                high=high,
-                step=step,
-                # String fields are Literal[...]: their choices are the type's.
-                choices=typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is Literal else (),
-                read_only=False,
-            )
+    """``decoder.<field>`` for every field of :class:`DecoderConfig`, changeable at run time.
+
+    Description, range and choices are the config field's own (:func:`~rt_panoptic_ros.config.setting`),
+    so the node checks a value exactly as the config does; defaults come from ``decoder``.
+    """
+    return [
+        ParamSpec(
+            f"decoder.{info.name}",
+            getattr(decoder, info.name),
+            info.help,
+            low=info.low,
+            high=info.high,
+            step=info.step or (1 if info.hint is int else 0),
+            choices=info.choices,
+            read_only=False,
         )
-    return specs
+        for info in settings(DecoderConfig)
+    ]
 
 
 def check_value(spec: ParamSpec, value: Any) -> str | None:

@@ -6,6 +6,8 @@ import threading
 import time
 from collections import deque
 
+from rt_panoptic_ros.percentile import percentile
+
 
 class RateWindow:
     """Events per second over the last ``window`` seconds."""
@@ -39,10 +41,8 @@ class LatencyWindow:
             self._values.append(milliseconds)
 
     def percentile(self, q: float) -> float:
-        """The ``q``-th percentile (0..100, nearest rank); 0.0 before any value."""
+        """The ``q``-th percentile (0..100, :func:`~rt_panoptic_ros.percentile.percentile`'s
+        nearest rank); 0.0 before any value."""
         with self._lock:
-            values = sorted(self._values)
-        if not values:
-            return 0.0
-        rank = min(len(values) - 1, max(0, round(q / 100 * len(values) + 0.5) - 1))
-        return values[rank]
+            values = list(self._values)
+        return percentile(values, q) if values else 0.0

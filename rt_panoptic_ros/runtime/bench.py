@@ -16,7 +16,6 @@ that every stage's time is its own:
 from __future__ import annotations
 
 import importlib.metadata
-import math
 import statistics
 import tempfile
 import time
@@ -30,6 +29,7 @@ import torch
 from rt_panoptic_ros.config import PRESETS, preset
 from rt_panoptic_ros.errors import CheckpointError, ConfigError
 from rt_panoptic_ros.model import RTPanoNet, save_checkpoint
+from rt_panoptic_ros.percentile import percentile
 from rt_panoptic_ros.runtime.machine import describe_machine
 from rt_panoptic_ros.runtime.predictor import Predictor
 
@@ -83,10 +83,9 @@ def time_stages(predictor: Predictor, image: np.ndarray, frames: int, warmup: in
 def summarize(ms: list[float]) -> dict[str, float]:
     """Median, p90 (nearest rank) and mean of a list of milliseconds, rounded to 0.01 ms."""
     ordered = sorted(ms)
-    p90 = ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
     return {
         "median_ms": round(statistics.median(ordered), 2),
-        "p90_ms": round(p90, 2),
+        "p90_ms": round(percentile(ordered, 90), 2),
         "mean_ms": round(statistics.fmean(ordered), 2),
     }
 

@@ -2,7 +2,7 @@
 
 :func:`~rt_panoptic_ros.runtime.precision.quantize_int8` measures each activation's range on
 these batches, so they must look like what the network sees at run time: fitted into the
-input size keeping the aspect ratio and padded top-left (``preprocess.fit`` / ``pad_batch``).
+input size keeping the aspect ratio and padded top-left (:mod:`rt_panoptic_ros.image_fit`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from rt_panoptic_ros.errors import InputError
-from rt_panoptic_ros.runtime.preprocess import fit, pad_batch
+from rt_panoptic_ros.image_fit import fit_batch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -62,8 +62,5 @@ def calibration_batches(files: list[Path], shape: tuple[int, int, int, int]) -> 
     n, _, height, width = shape
     order = files + files[: (-len(files)) % n]
     for start in range(0, len(order), n):
-        images = [
-            fit(torch.from_numpy(read_rgb(p)).permute(2, 0, 1), (height, width))
-            for p in order[start : start + n]
-        ]
-        yield pad_batch(images, (height, width), torch.device("cpu")).contiguous().numpy()
+        images = [torch.from_numpy(read_rgb(p)).permute(2, 0, 1) for p in order[start : start + n]]
+        yield fit_batch(images, (height, width), torch.device("cpu")).images.contiguous().numpy()

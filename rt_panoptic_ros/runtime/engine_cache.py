@@ -37,13 +37,13 @@ import hashlib
 import json
 import logging
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from rt_panoptic_ros.config import Config
-from rt_panoptic_ros.errors import ConfigError, EngineError, InputError
+from rt_panoptic_ros.errors import ConfigError, EngineError
 from rt_panoptic_ros.runtime.files import atomic_write_bytes
 
 log = logging.getLogger("rt_panoptic_ros.runtime")
@@ -250,18 +250,3 @@ def check_engine_runs_here(key: EngineKey, gpu: str, tensorrt: str, where: str) 
             f"{where}: built for another {'; '.join(changes)}: build it again here "
             "(rt-panoptic-build-engine on the .pt or .onnx file)"
         )
-
-
-def check_input_shape(expected: Sequence[int], got: Sequence[int], where: str) -> None:
-    """Raise :class:`InputError` unless an input of shape ``got`` fits a graph built for ``expected``.
-
-    ``expected`` entries that are ``None`` (a dynamic dimension) match anything.
-    """
-    if len(expected) == len(got) and all(e is None or e == g for e, g in zip(expected, got, strict=True)):
-        return
-    want = "x".join("?" if e is None else str(e) for e in expected)
-    raise InputError(
-        f"{where} takes input {want} (N x 3 x H x W), got {'x'.join(map(str, got))}: run it at the size "
-        "and batch it was built for (input.height / input.width, Predictor(input_size=...)), or build "
-        "one for this input (rt-panoptic-build-engine --height --width --batch, rt-panoptic-export --dynamic)"
-    )

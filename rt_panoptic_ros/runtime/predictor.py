@@ -1,9 +1,10 @@
 """Predictor: one numpy RGB image in, one :class:`~rt_panoptic_ros.panoptic.PanopticResult` out.
 
 It owns the whole inference path of DESIGN.md: the image goes to the device as uint8 (a
-zero-copy view until then), is resized to the configured input size if there is one, padded
-to a multiple of 128, run by a backend, decoded on the same device with every decision made
-at the image's own resolution (through the resize), and copied to the host once.
+zero-copy view until then), is fitted into the configured input size if there is one and
+padded (:mod:`rt_panoptic_ros.image_fit`, the rule training's evaluation and INT8 calibration
+follow too), run by a backend, decoded on the same device with every decision made at the
+image's own resolution (through the fit), and copied to the host once.
 
 The four stages are public methods (:meth:`Predictor.upload`, :meth:`~Predictor.infer`,
 :meth:`~Predictor.decode`, :meth:`~Predictor.download`) so that the benchmark times exactly
@@ -12,10 +13,8 @@ what :meth:`Predictor.predict_batch` runs.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,29 +23,14 @@ from torch import Tensor
 
 from rt_panoptic_ros.config import Config
 from rt_panoptic_ros.errors import InputError
+from rt_panoptic_ros.image_fit import FittedBatch, decode_fitted, fit_batch
 from rt_panoptic_ros.model import HeadOutputs, RTPanoNet
-from rt_panoptic_ros.panoptic import PanopticResult, decode
+from rt_panoptic_ros.panoptic import PanopticResult
 from rt_panoptic_ros.runtime.backends import Backend, BackendOptions, create_backend
-from rt_panoptic_ros.runtime.engine_cache import check_input_shape
-from rt_panoptic_ros.runtime.preprocess import fit, pad_batch, round_up
+from rt_panoptic_ros.runtime.backends.input_checks import check_input_shape
 from rt_panoptic_ros.runtime.sources import ModelSource
 
 log = logging.getLogger("rt_panoptic_ros.runtime")
-
-
-@dataclass
-class Batch:
-    """Images on the device, ready for the network.
-
-    Attributes:
-        images: uint8 ``[N, 3, H', W']`` (H', W' multiples of 128; the configured size if any).
-        content_sizes: each image's ``(h, w)`` in the top-left of ``images`` (after resizing).
-        original_sizes: each image's own ``(H, W)``, the size of its result.
-    """
-
-    images: Tensor
-    content_sizes: list[tuple[int, int]]
-    original_sizes: list[tuple[int, int]]
 
 
 class Predictor:
@@ -95,7 +79,7 @@ class Predictor:
         source = ModelSource.open(model)
         cfg = cfg if cfg is not None else source.cfg
         if input_size is not None:
-            cfg = _with_input_size(cfg, input_size)
+            cfg = cfg.with_input_size(*input_size)
         height, width = cfg.input.height, cfg.input.width
         options = BackendOptions(
             precision=precision,
@@ -113,7 +97,7 @@ class Predictor:
                     fixed, (batch_size, 3, height, width), getattr(self.backend, "where", backend)
                 )
             else:
-                cfg = _with_input_size(cfg, (fixed[2], fixed[3]))
+                cfg = cfg.with_input_size(fixed[2], fixed[3])
                 log.info("input size %dx%d, the size %s was built for", fixed[2], fixed[3], self.backend.name)
         self.cfg = cfg
 
@@ -128,48 +112,31 @@ class Predictor:
         batch = self.upload(images)
         return self.download(self.decode(self.infer(batch.images), batch))
 
-    def upload(self, images: Sequence[np.ndarray]) -> Batch:
-        """Stage 1: numpy ``[H, W, 3]`` uint8 images -> a padded (resized) batch on the device."""
+    def upload(self, images: Sequence[np.ndarray]) -> FittedBatch:
+        """Stage 1: numpy ``[H, W, 3]`` uint8 images -> a padded (fitted) batch on the device."""
         tensors = [self._to_device(image, k) for k, image in enumerate(images)]
-        batch, sizes = self.prepare(tensors)
-        return Batch(batch, sizes, [(int(t.shape[-2]), int(t.shape[-1])) for t in tensors])
+        return fit_batch(tensors, (self.cfg.input.height, self.cfg.input.width), self.device)
 
     def infer(self, images: Tensor) -> HeadOutputs:
         """Stage 2: the backend runs the network; outputs on the device."""
         return self.backend(images)
 
-    def decode(self, outputs: HeadOutputs, batch: Batch, cfg: Config | None = None) -> list[PanopticResult]:
-        """Stage 3: the panoptic decoder, on the device; maps decided at each image's own size.
-
-        Mask probabilities and semantic logits are read bilinearly through the resize, so a
-        resized image loses nothing to it but the network's own resolution.
+    def decode(
+        self, outputs: HeadOutputs, batch: FittedBatch, cfg: Config | None = None
+    ) -> list[PanopticResult]:
+        """Stage 3: the panoptic decoder, on the device; maps decided at each image's own size
+        (:func:`~rt_panoptic_ros.image_fit.decode_fitted`).
 
         Args:
             cfg: decoder thresholds for this call instead of :attr:`cfg` (a pipeline swaps its
                 config whole and hands each frame the one it started with).
         """
-        return decode(outputs, cfg or self.cfg, batch.content_sizes, batch.original_sizes)
+        return decode_fitted(outputs, cfg or self.cfg, batch)
 
     @staticmethod
     def download(results: list[PanopticResult]) -> list[PanopticResult]:
         """Stage 4: the final maps to the host (one copy each)."""
         return [r.to("cpu") for r in results]
-
-    def prepare(self, images: Sequence[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
-        """Resize (if an input size is configured) and pad ``[3, H, W]`` uint8 images into a batch.
-
-        Returns:
-            uint8 ``[N, 3, H', W']`` (H', W' multiples of 128; the configured size if any) and
-            each image's ``(h, w)`` in its top-left corner.
-        """
-        target = (self.cfg.input.height, self.cfg.input.width)
-        resized = [fit(image, target) if all(target) else image for image in images]
-        sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in resized]
-        if all(target):
-            padded = target
-        else:
-            padded = (round_up(max(h for h, _ in sizes)), round_up(max(w for _, w in sizes)))
-        return pad_batch(resized, padded, self.device), sizes
 
     def _to_device(self, image: np.ndarray, index: int) -> Tensor:
         """``[H, W, 3]`` uint8 numpy -> ``[3, H, W]`` uint8 on the device (a view until the copy)."""
@@ -186,9 +153,3 @@ class Predictor:
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
         # HWC viewed as CHW: channels_last for free, no copy on the CPU.
         return tensor.permute(2, 0, 1)
-
-
-def _with_input_size(cfg: Config, size: tuple[int, int]) -> Config:
-    """``cfg`` with ``input.height, input.width = size`` (validated: multiples of 128)."""
-    height, width = (int(v) for v in size)
-    return dataclasses.replace(cfg, input=dataclasses.replace(cfg.input, height=height, width=width))

@@ -153,7 +153,7 @@ class PanopticTracker:
 
         Args:
             result: one frame, as :func:`rt_panoptic_ros.panoptic.decode` returns it
-                (``instance`` pixel k <-> ``Segment.id`` k), on any device.
+                (``instance`` pixel k <-> ``InstanceSegment.id`` k), on any device.
             stamp: the frame's time (any integer clock, e.g. nanoseconds); older than the last
                 frame's: a new sequence, every track is forgotten first (module doc).
 

@@ -4,7 +4,9 @@
   (the PNG files themselves: :mod:`rt_panoptic_ros.image_io`);
 - ``coco_panoptic.py``: :class:`PanopticDataset` (COCO panoptic 2017 and any dataset in the
   format), ``cityscapes.py``: Cityscapes as cityscapesscripts writes it;
-- ``transforms.py``: the paper's augmentation;
+- ``transforms.py``: the paper's augmentation (and ``Resize`` for ``data.size``);
+- ``build.py``: the datasets a training config names, batching (``collate`` -> ``Batch``) and
+  the training loader; ``sampler.py``: ``ResumableSampler`` (exact resumes);
 - ``synthetic.py``: procedural street scenes (``rt-panoptic-synth``), ``synthetic_video.py``:
   the same scenes as videos with stable segment ids (``--video``), ``perturb.py``: simulated
   predictions for testing and benchmarking evaluators.

@@ -81,6 +81,21 @@ def resize(sample: Sample, height: int, width: int) -> Sample:
     return Sample(image=image, segments=segments, boxes=sample.boxes * scale)
 
 
+class Resize(Transform):
+    """Resize every sample to ``height`` × ``width`` (image bilinear, segments nearest)."""
+
+    def __init__(self, height: int, width: int):
+        if height < 1 or width < 1:
+            raise ValueError(f"Resize: size must be positive, got {height}x{width}")
+        self.height, self.width = height, width
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        return resize(sample, self.height, self.width)
+
+    def __repr__(self) -> str:
+        return f"Resize({self.height}, {self.width})"
+
+
 class RandomScale(Transform):
     """Resize by a factor drawn uniformly from ``[min_scale, max_scale]`` (Cityscapes: 0.7–1.3)."""
 

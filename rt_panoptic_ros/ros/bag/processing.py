@@ -37,7 +37,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from rt_panoptic_ros.errors import ImageError, RTPanopticError
+from rt_panoptic_ros.errors import ImageError, RTPanopticError, first_line
 from rt_panoptic_ros.panoptic import PanopticResult
 from rt_panoptic_ros.panoptic.fusion import void_label
 from rt_panoptic_ros.ros.bag.storage import (
@@ -312,7 +312,7 @@ class BagJob:
             if isinstance(failure, BagError) or not report.discarded:
                 raise failure
             raise BagError(
-                f"{self.destination}: cannot write the bag ({_first_line(failure)}) after "
+                f"{self.destination}: cannot write the bag ({first_line(failure)}) after "
                 f"{report.written} frame(s); no bag written (the unfinished one was removed)"
             ) from None
         if read_failure is not None:
@@ -322,7 +322,7 @@ class BagJob:
                 else ""
             )
             raise BagError(
-                f"{self.source}: reading stopped{after}: {_first_line(read_failure.error)}; "
+                f"{self.source}: reading stopped{after}: {first_line(read_failure.error)}; "
                 f"{self.destination} holds the {report.written} frame(s) before it"
             )
         return report
@@ -360,7 +360,7 @@ class BagJob:
         except Exception as error:  # rclpy raises RMWError (and others) for bad CDR
             return Skipped(
                 timestamp,
-                f"not a valid {ros_type_name(self.message_class)} ({len(raw)} bytes): {_first_line(error)}",
+                f"not a valid {ros_type_name(self.message_class)} ({len(raw)} bytes): {first_line(error)}",
             )
         try:
             rgb = compressed_to_rgb(message) if self.compressed else image_to_rgb(message)
@@ -494,8 +494,3 @@ def _deferred_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -38,7 +38,7 @@ from rosbags.interfaces import (
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-from rt_panoptic_ros.errors import RTPanopticError
+from rt_panoptic_ros.errors import RTPanopticError, first_line
 
 #: The message types an input topic may have (what the node subscribes to).
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -145,7 +145,7 @@ class InputBag:
         except FileNotFoundError:  # a folder without metadata.yaml
             raise BagError(f"{self.path}: not a rosbag2 bag (no metadata.yaml)") from None
         except Exception as error:  # rosbags, sqlite3, yaml, mcap: all mean "not a readable bag"
-            raise BagError(f"{self.path}: not a readable rosbag2 bag: {_first_line(error)}") from None
+            raise BagError(f"{self.path}: not a readable rosbag2 bag: {first_line(error)}") from None
 
     @property
     def start_time(self) -> int:
@@ -222,7 +222,7 @@ def _storage_of(path: Path) -> StoragePlugin:
         info = yaml.safe_load(metadata.read_text())["rosbag2_bagfile_information"]
         name = info["storage_identifier"]
     except (yaml.YAMLError, TypeError, KeyError, UnicodeDecodeError) as error:
-        raise BagError(f"{metadata}: not rosbag2 metadata ({_first_line(error)})") from None
+        raise BagError(f"{metadata}: not rosbag2 metadata ({first_line(error)})") from None
     if name not in STORAGE_NAMES:
         raise BagError(f"{path}: storage {name!r} is not supported (supported: {', '.join(STORAGE_NAMES)})")
     return STORAGE_NAMES[name]
@@ -319,7 +319,7 @@ class OutputBag:
             self._writer.open()
         except (WriterError, OSError) as error:  # e.g. no space, no permission
             self.discard()
-            raise BagError(f"{self.path}: cannot create the bag: {_first_line(error)}") from None
+            raise BagError(f"{self.path}: cannot create the bag: {first_line(error)}") from None
 
     def add_topic(self, topic: str, msgtype: str, qos: Qos) -> Connection:
         """Register ``topic`` with the definition and RIHS01 hash of ``msgtype``."""
@@ -350,8 +350,3 @@ class OutputBag:
                 storage.abort()
             self._writer.storage = None
         shutil.rmtree(self.staging, ignore_errors=True)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

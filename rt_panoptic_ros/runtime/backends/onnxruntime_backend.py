@@ -26,7 +26,7 @@ from torch import Tensor
 from rt_panoptic_ros.config import Config
 from rt_panoptic_ros.errors import ConfigError, EngineError, InputError
 from rt_panoptic_ros.model import HeadOutputs
-from rt_panoptic_ros.runtime.engine_cache import check_input_shape
+from rt_panoptic_ros.runtime.backends.input_checks import check_input_shape
 from rt_panoptic_ros.runtime.export import INPUT_NAME, OUTPUT_NAMES, output_shapes, unflatten_outputs
 from rt_panoptic_ros.runtime.precision import graph_precision, int8_for_cpu
 

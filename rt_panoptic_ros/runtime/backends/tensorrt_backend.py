@@ -48,11 +48,11 @@ from torch import Tensor
 
 from rt_panoptic_ros.errors import ConfigError, EngineError, InputError
 from rt_panoptic_ros.model import HeadOutputs
+from rt_panoptic_ros.runtime.backends.input_checks import check_input_shape
 from rt_panoptic_ros.runtime.engine_cache import (
     EngineFile,
     EngineKey,
     check_engine_runs_here,
-    check_input_shape,
     describe_key,
     engine_path,
     load_or_build,

@@ -1,9 +1,11 @@
-"""Turn a training checkpoint into a model file to ship: weights and config only, fp16 if asked.
+"""Slim a training checkpoint into a model file to ship: weights and config only, fp16 if asked.
 
 ::
 
-    python -m rt_panoptic_ros.training.export runs/synthetic/last.pt models/small_synthetic.pt --half \
+    rt-panoptic-slim-checkpoint runs/synthetic/last.pt models/small_synthetic.pt --half \
         decoder.mask_thresh=0.1
+
+(Not to be confused with ``rt-panoptic-export``, which writes an ONNX graph of a model file.)
 
 The training state (optimizer momenta, RNG states, ...) is dropped. ``key=value`` arguments
 change the embedded config's ``decoder`` or ``input`` fields (thresholds tuned on a validation
@@ -22,16 +24,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rt_panoptic_ros.cli_support import make_parser, run_cli
-from rt_panoptic_ros.config import Config
+from rt_panoptic_ros.config import Config, apply_overrides
 from rt_panoptic_ros.errors import ConfigError
 from rt_panoptic_ros.model import RTPanoNet
 from rt_panoptic_ros.model.checkpoint import atomic_torch_save, load_checkpoint, load_weights
-from rt_panoptic_ros.training.train_config import apply_overrides
 
-PROG = "rt-panoptic-export-checkpoint"
+PROG = "rt-panoptic-slim-checkpoint"
 
 
-def export_checkpoint(
+def slim_checkpoint(
     source: str | Path, target: str | Path, half: bool = False, overrides: Sequence[str] = ()
 ) -> Path:
     """Write ``target`` with the format, config, weights and meta of checkpoint ``source``.
@@ -82,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
 
     def body() -> int:
-        path = export_checkpoint(args.source, args.target, args.half, args.overrides)
+        path = slim_checkpoint(args.source, args.target, args.half, args.overrides)
         print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
         return 0
 
