@@ -26,7 +26,7 @@ from test_bag import H, W, raw_image, read_bag, write_bag
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from rt_panoptic_ros.cli import bag_main
-from rt_panoptic_ros.ros.bag.fleet import MANIFEST, STAGING, SUMMARY, worker_name
+from rt_panoptic_ros.ros.bag.fleet_manifest import MANIFEST, STAGING, SUMMARY, worker_name
 
 TOPIC = "/cam/image"
 MESSAGE_TYPES = {"semantic": Image, "instance": Image, "overlay": Image, "detections": Detection2DArray,

@@ -17,6 +17,7 @@ from pathlib import Path
 from rt_panoptic_ros.cli import _log_to_stderr, tracking, tracking_arguments
 from rt_panoptic_ros.cli_support import EXIT_INTERRUPTED, make_parser, run_cli
 from rt_panoptic_ros.errors import CheckpointError
+from rt_panoptic_ros.runtime.backends import BACKENDS
 
 PROG = "rt-panoptic-bag"
 #: The options only a many-bag run takes.
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backend",
         default="auto",
-        choices=["auto", "torch", "onnxruntime", "tensorrt"],
+        choices=BACKENDS,
         help="inference backend",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...; none: the backend's own")
@@ -113,7 +114,7 @@ def bag_options(args: argparse.Namespace):
     Raises:
         InputError: a tracking option out of range.
     """
-    from rt_panoptic_ros.ros.bag.fleet import BagOptions
+    from rt_panoptic_ros.ros.bag.fleet_manifest import BagOptions
 
     job = dict(
         overlay=args.overlay, overlay_alpha=args.overlay_alpha, start_s=args.start, duration_s=args.duration,
@@ -127,6 +128,7 @@ def _one_bag(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from rt_panoptic_ros.interrupts import sigterm_as_interrupt
     from rt_panoptic_ros.ros.bag.processing import BagJob, format_stamp
     from rt_panoptic_ros.runtime.predictor import Predictor
 
@@ -149,7 +151,7 @@ def _one_bag(args: argparse.Namespace) -> int:
                 bar.update(1)
 
             # SIGTERM (kill, timeout, a launch system) stops the run as Ctrl-C does: a valid bag.
-            previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+            previous = sigterm_as_interrupt()
             try:
                 provenance = {"rt_panoptic_ros.model": str(model), "rt_panoptic_ros.backend": where}
                 report = job.run(predictor, lambda: bar.update(1), skipped, provenance, **options.run)
@@ -168,7 +170,7 @@ def _one_bag(args: argparse.Namespace) -> int:
 
 
 def _many_bags(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
-    from rt_panoptic_ros.ros.bag import fleet
+    from rt_panoptic_ros.ros.bag import fleet, fleet_manifest
     from rt_panoptic_ros.ros.bag.worker import probe
     from rt_panoptic_ros.runtime.files import file_sha256
 
@@ -177,7 +179,7 @@ def _many_bags(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         try:
             import ray  # noqa: F401
         except ImportError:
-            raise fleet.FleetError(f"--ray needs Ray, an optional extra: {RAY_HINT}") from None
+            raise fleet_manifest.FleetError(f"--ray needs Ray, an optional extra: {RAY_HINT}") from None
     options = bag_options(args)
     model = bag_model(args.model)
     if not model.is_file():
@@ -187,7 +189,7 @@ def _many_bags(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         args.bags, args.output_dir, settings, overwrite=args.overwrite, max_attempts=args.max_attempts,
         prog=PROG, command=_command(argv),
     )  # fmt: skip
-    model_options = fleet.ModelOptions(model, args.backend, args.device, args.threads_per_worker)
+    model_options = fleet_manifest.ModelOptions(model, args.backend, args.device, args.threads_per_worker)
 
     def execute(run: fleet.FleetRun) -> None:
         if args.ray is None:
@@ -208,7 +210,7 @@ def _many_bags(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
 
 def _ray_address(value: str) -> str | None:
     """``--ray``'s address (``None``: a local cluster); a bag path there is a misplaced ``--ray``."""
-    from rt_panoptic_ros.ros.bag.fleet import FleetError
+    from rt_panoptic_ros.ros.bag.fleet_manifest import FleetError
 
     if value == "local":
         return None
@@ -240,7 +242,3 @@ def bag_model(path: str | None) -> Path:
         return bundled_model_path()
     except CheckpointError:
         raise CheckpointError("no --model given and no bundled model installed; pass --model PATH") from None
-
-
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt

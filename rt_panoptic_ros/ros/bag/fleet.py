@@ -26,210 +26,44 @@ import contextlib
 import dataclasses
 import fcntl
 import json
-import os
 import shlex
 import shutil
 import signal
-import socket
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from rt_panoptic_ros.atomic_files import atomic_write
+from rt_panoptic_ros.cli_support import EXIT_ERROR as EXIT_FAILED
+from rt_panoptic_ros.cli_support import EXIT_INTERRUPTED
 from rt_panoptic_ros.errors import RTPanopticError, first_line
+from rt_panoptic_ros.interrupts import deferred_interrupts, sigterm_as_interrupt
+from rt_panoptic_ros.ros.bag.fleet_manifest import (
+    DEFAULT_MAX_ATTEMPTS,
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    LOCK,
+    MANIFEST,
+    PENDING,
+    RESERVED,
+    RUNNING,
+    STAGING,
+    SUMMARY,
+    BagOutcome,
+    BagRecord,
+    BagTask,
+    FleetError,
+    Manifest,
+    now,
+    output_name,
+    worker_name,
+)
+from rt_panoptic_ros.ros.bag.fleet_progress import FleetProgress
 
-MANIFEST = "manifest.json"
-SUMMARY = "summary.json"
-#: Where unfinished bags are written (one folder per bag and attempt), hidden in DIR.
-STAGING = ".incomplete"
-LOCK = ".lock"
-#: Names in DIR that are not output bags.
-RESERVED = (MANIFEST, SUMMARY, STAGING, LOCK)
-MANIFEST_FORMAT = "rt_panoptic_ros.fleet/1"
-
-#: A bag's states in the manifest. ``running`` on disk after the run ended means the run was
-#: killed mid-bag: the next run redoes it.
-PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
-#: An outcome's state when Ctrl-C stopped the bag (recorded as ``pending``).
-INTERRUPTED = "interrupted"
-#: Tries of one bag whose worker died (killed, out of memory, node lost) before it is failed.
-DEFAULT_MAX_ATTEMPTS = 3
-
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
-
-
-class FleetError(RTPanopticError):
-    """A fleet run cannot start as asked: an output folder in use or made with other settings,
-    two bags of one name, an output that is not ours to replace; one line naming it."""
-
-
-# --- what every bag is processed with ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BagOptions:
-    """The per-bag settings of a run, the same for every bag: the image topic, and the keyword
-    arguments of :class:`~rt_panoptic_ros.ros.bag.processing.BagJob` (``overlay``, ``start_s``,
-    ``tracking``, ...) and of its ``run``, passed through as the CLI built them.
-
-    Picklable, so that Ray ships it to the workers as it is.
-    """
-
-    image_topic: str
-    job: dict[str, Any] = field(default_factory=dict)
-    run: dict[str, Any] = field(default_factory=dict)
-
-    def settings(self) -> dict[str, Any]:
-        """JSON of what decides the outputs' content (recorded in the manifest)."""
-        return {"image_topic": self.image_topic, **{k: _jsonable(v) for k, v in sorted(self.job.items())}}
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """The Predictor of each worker: model file, backend, device and CPU threads for torch."""
-
-    model: Path
-    backend: str = "auto"
-    device: str | None = None
-    threads: int | None = None
-
-    def load(self):
-        """The Predictor (``torch.set_num_threads(threads)`` first, when given)."""
-        import torch
-
-        from rt_panoptic_ros.runtime.predictor import Predictor
-
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        return Predictor(self.model, device=self.device, backend=self.backend)
-
-
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, (bool, int, float, str, list, dict)):
-        return value
-    return repr(value)
-
-
-def worker_name() -> str:
-    """``host:pid`` of this process: where a bag was processed (and which process to look at)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-# --- bags, attempts and outcomes ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BagTask:
-    """One attempt at one bag: input, final output, attempt number (1, 2, ...) and frames expected."""
-
-    name: str
-    source: Path
-    output: Path
-    attempt: int = 0
-    total: int | None = None
-
-    @property
-    def staging(self) -> Path:
-        """This attempt's own folder (a lost attempt that is still running never meets a retry)."""
-        return self.output.parent / STAGING / f"{self.name}.{self.attempt}"
-
-    @property
-    def staged(self) -> Path:
-        """The bag as written, before it is moved to :attr:`output` (keeps the output's name,
-        which rosbags gives the storage file)."""
-        return self.staging / self.name
-
-
-@dataclass
-class BagOutcome:
-    """What a worker reports for one attempt.
-
-    Attributes:
-        state: :data:`DONE` (the bag is at its output path), :data:`FAILED` (``error`` says
-            why; nothing was written) or :data:`INTERRUPTED` (Ctrl-C; nothing was written).
-        frames: frames written; skipped: one line per frame that could not be segmented.
-    """
-
-    name: str
-    attempt: int
-    state: str
-    worker: str
-    frames: int = 0
-    skipped: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    error: str | None = None
-
-
-@dataclass
-class BagRecord:
-    """A bag's line in the manifest."""
-
-    input: str
-    output: str
-    state: str = PENDING
-    error: str | None = None
-    frames: int = 0
-    skipped: int = 0
-    seconds: float = 0.0
-    worker: str | None = None
-    attempts: int = 0
-    total: int | None = None
-
-
-class Manifest:
-    """``DIR/manifest.json``: the run's settings and every bag's :class:`BagRecord`, by output name."""
-
-    def __init__(
-        self, path: Path, settings: dict[str, Any], bags: dict[str, BagRecord] | None = None
-    ) -> None:
-        self.path, self.settings = path, settings
-        self.bags: dict[str, BagRecord] = bags or {}
-
-    @classmethod
-    def load(cls, path: Path) -> Manifest | None:
-        """The manifest at ``path``, or ``None`` when there is none.
-
-        Raises:
-            FleetError: the file is not a manifest of this tool.
-        """
-        if not path.exists():
-            return None
-        try:
-            data = json.loads(path.read_text())
-            if data.get("format") != MANIFEST_FORMAT:
-                raise ValueError(f"format {data.get('format')!r}, expected {MANIFEST_FORMAT!r}")
-            bags = {name: BagRecord(**record) for name, record in data["bags"].items()}
-            return cls(path, data["settings"], bags)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            raise FleetError(f"{path}: not a manifest of rt-panoptic-bag ({first_line(error)})") from None
-
-    def save(self) -> None:
-        """Write it atomically: a crash leaves the previous manifest, never a truncated one."""
-        data = {
-            "format": MANIFEST_FORMAT,
-            "updated": _now(),
-            "settings": self.settings,
-            "bags": {name: dataclasses.asdict(record) for name, record in self.bags.items()},
-        }
-        text = json.dumps(data, indent=1) + "\n"
-        atomic_write(self.path, lambda f: f.write(text.encode()))
-
-
-def output_name(source: Path) -> str:
-    """The output bag's name: the input bag folder's name (a bare ``x.db3``/``x.mcap``: ``x``)."""
-    return source.stem if source.is_file() else source.name
-
-
-# --- the run --------------------------------------------------------------------------------------
+EXIT_OK = 0
 
 
 class FleetRun:
@@ -279,12 +113,10 @@ class FleetRun:
         self.interrupted = False
         self.manifest: Manifest | None = None
         self._attempt: dict[str, int] = {}  # each bag's current attempt (older ones' progress is stale)
-        self._frames: dict[str, int] = {}  # frames processed (written + skipped) of the current attempts
         self._skipped_lines: dict[str, list[str]] = {}
         self._lock_file: IO[str] | None = None
-        self._bar: Any = None
-        self._lines = threading.Lock()
-        self.started = _now()
+        self.view = FleetProgress(prog, self.stream)
+        self.started = now()
         self._began = time.perf_counter()
         self._first_bag: float | None = None  # when the first bag began (workers ready)
 
@@ -315,9 +147,7 @@ class FleetRun:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        self.view.close()
         self._unlock()
 
     def _lock(self) -> None:
@@ -332,7 +162,7 @@ class FleetRun:
             raise FleetError(f"{self.output_dir}: another run is writing into it ({holder})") from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"{worker_name()} since {_now()}\n")
+        handle.write(f"{worker_name()} since {now()}\n")
         handle.flush()
         self._lock_file = handle
 
@@ -438,14 +268,14 @@ class FleetRun:
         record.attempts += 1
         record.state, record.error, record.worker = RUNNING, None, worker
         self._attempt[task.name] = record.attempts
-        self._set_frames(task.name, 0)
+        self.view.set_frames(task.name, 0)
         self._save()
         return dataclasses.replace(task, attempt=record.attempts)
 
     def progress(self, name: str, frames: int, attempt: int | None = None) -> None:
         """Frames processed so far (written + skipped) of the current attempt at bag ``name``."""
         if attempt is None or attempt == self._attempt.get(name):
-            self._set_frames(name, frames)
+            self.view.set_frames(name, frames)
 
     def finish_bag(self, outcome: BagOutcome) -> None:
         """Record an attempt's outcome (done, failed, or interrupted: pending again)."""
@@ -462,7 +292,7 @@ class FleetRun:
             skipped = f", {len(outcome.skipped)} skipped" if outcome.skipped else ""
             self.say(f"done {outcome.name}: {outcome.frames} frame(s){skipped} in {outcome.seconds:.1f} s "
                      f"on {outcome.worker}")  # fmt: skip
-            self._set_frames(outcome.name, outcome.frames + len(outcome.skipped))
+            self.view.set_frames(outcome.name, outcome.frames + len(outcome.skipped))
         elif outcome.state == INTERRUPTED:
             record.state, record.error = PENDING, "interrupted (redone by the next run)"
         else:
@@ -477,7 +307,7 @@ class FleetRun:
         """The worker of ``task`` died mid-bag (killed, out of memory, node lost). Returns True
         when the bag is to be tried again (from scratch), False when it is failed for good."""
         record = self._record(task.name)
-        self._set_frames(task.name, 0)
+        self.view.set_frames(task.name, 0)
         self._attempt.pop(task.name, None)
         # Whatever the lost attempt wrote (should its worker still be alive, it fails writing
         # and its outcome, of a stale attempt, is ignored).
@@ -507,57 +337,33 @@ class FleetRun:
 
     def say(self, line: str) -> None:
         """A line on the stream, above the progress view."""
-        with self._lines:
-            text = f"{self.prog}: {line}"
-            if self._bar is not None:
-                self._bar.write(text, file=self.stream)
-            else:
-                print(text, file=self.stream, flush=True)
+        self.view.say(line)
 
     # --- progress view -----------------------------------------------------------------------------
 
     def start_progress(self) -> None:
         """Open the progress view: bags done of this run's, frames, frames/s and time left
         (once; later calls do nothing)."""
-        from tqdm import tqdm
-
-        if self._bar is not None:
-            return
-        total = sum(t.total or 0 for t in self.tasks)
-        self._bar = tqdm(
-            total=total, initial=sum(self._frames.values()), unit="frame", desc=self._bags_text(),
-            file=self.stream, dynamic_ncols=True, smoothing=0.05,
-        )  # fmt: skip
+        self.view.open(sum(t.total or 0 for t in self.tasks), self._bags_text())
 
     def _bags_text(self) -> str:
         finished = sum(1 for t in self.tasks if self._record(t.name).state in (DONE, FAILED))
         return f"bags {finished}/{len(self.tasks)}"
 
-    def _set_frames(self, name: str, frames: int) -> None:
-        with self._lines:
-            delta = frames - self._frames.get(name, 0)
-            self._frames[name] = frames
-            if self._bar is not None and delta:
-                self._bar.update(delta)
-
     def _drop_frames(self, name: str) -> None:
         """A failed bag's frames will never come: take them off the view's total."""
         task = next((t for t in self.tasks if t.name == name), None)
-        if self._bar is not None and task is not None and task.total:
-            with self._lines:
-                self._bar.total = max(self._bar.n, self._bar.total - (task.total - self._frames.get(name, 0)))
-                self._bar.refresh()
+        self.view.drop(name, task.total if task is not None else None)
 
     def _count_finished(self) -> None:
-        if self._bar is not None:
-            self._bar.set_description(self._bags_text(), refresh=True)
+        self.view.title(self._bags_text())
 
     # --- the end ----------------------------------------------------------------------------------
 
     def close(self) -> int:
         """Record the end (a bag still running after Ctrl-C is pending again), write the summary,
         print the last line; the exit status: 0 all done, 1 a bag failed or is left, 130 Ctrl-C."""
-        with _deferred_interrupts():
+        with deferred_interrupts():
             for name in self.names:
                 record = self._record(name)
                 if record.state == RUNNING:  # its worker was stopped: what it wrote is staging
@@ -566,9 +372,7 @@ class FleetRun:
             with contextlib.suppress(OSError):  # empty: every attempt ended cleanly
                 (self.output_dir / STAGING).rmdir()
             self._save()
-            if self._bar is not None:
-                self._bar.close()
-                self._bar = None
+            self.view.close()
             summary = self.summary()
             text = json.dumps(summary, indent=2) + "\n"
             atomic_write(self.output_dir / SUMMARY, lambda f: f.write(text.encode()))
@@ -605,7 +409,7 @@ class FleetRun:
         return {
             "command": self.command,
             "started": self.started,
-            "finished": _now(),
+            "finished": now(),
             "wall_seconds": round(wall, 3),
             # checks, model loading, starting Ray and its workers: until the first bag began
             "startup_seconds": round(startup, 3),
@@ -643,7 +447,7 @@ def run_fleet(run: FleetRun, probe: Callable[[BagTask], int], execute: Callable[
     Raises:
         FleetError: the run cannot start (:meth:`FleetRun.__enter__`).
     """
-    previous = _on_sigterm_interrupt()
+    previous = sigterm_as_interrupt()
     try:
         with run:
             try:
@@ -682,31 +486,3 @@ def run_sequential(run: FleetRun, worker: Any) -> None:
 
 
 # --- helpers ------------------------------------------------------------------------------------------
-
-
-def _on_sigterm_interrupt():
-    """SIGTERM (kill, timeout, a scheduler) stops the run as Ctrl-C does; the previous handler."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGTERM, interrupt)
-
-
-@contextlib.contextmanager
-def _deferred_interrupts() -> Iterator[None]:
-    """Ignore Ctrl-C inside the block (main thread only): the manifest and summary get written."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -22,12 +22,10 @@ publish on a replay that loses no frame.
 
 from __future__ import annotations
 
-import contextlib
 import queue
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from rt_panoptic_ros.errors import ImageError, RTPanopticError, first_line
+from rt_panoptic_ros.interrupts import deferred_interrupts
 from rt_panoptic_ros.panoptic import PanopticResult
 from rt_panoptic_ros.panoptic.fusion import void_label
 from rt_panoptic_ros.ros.bag.storage import (
@@ -300,7 +299,7 @@ class BagJob:
         finally:
             # Finishing the bag must not be cut short by a second Ctrl-C: it is what makes
             # the output a valid bag.
-            with _deferred_interrupts():
+            with deferred_interrupts():
                 stop.set()
                 writer.results.put(_END)
                 writer.join()
@@ -481,16 +480,3 @@ def _put(target: queue.Queue, item: object, stop: threading.Event) -> bool:
         except queue.Full:
             continue
     return False
-
-
-@contextlib.contextmanager
-def _deferred_interrupts() -> Iterator[None]:
-    """Ignore Ctrl-C inside the block (main thread only; elsewhere signals do not arrive)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)

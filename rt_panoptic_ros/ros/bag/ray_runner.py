@@ -32,7 +32,8 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from rt_panoptic_ros.errors import first_line
-from rt_panoptic_ros.ros.bag.fleet import FAILED, BagOptions, BagOutcome, FleetError, FleetRun, ModelOptions
+from rt_panoptic_ros.ros.bag.fleet import FleetRun
+from rt_panoptic_ros.ros.bag.fleet_manifest import FAILED, BagOptions, BagOutcome, FleetError, ModelOptions
 
 #: How often workers report frames and the driver refreshes the progress view.
 PROGRESS_PERIOD_S = 0.5

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rt_panoptic_ros.errors import first_line
-from rt_panoptic_ros.ros.bag.fleet import (
+from rt_panoptic_ros.ros.bag.fleet_manifest import (
     DONE,
     FAILED,
     INTERRUPTED,

@@ -1,0 +1,44 @@
+"""Ctrl-C and SIGTERM for tools that must finish what they write (a bag, a manifest).
+
+Python raises ``KeyboardInterrupt`` for Ctrl-C in the main thread only; these helpers keep
+to that: elsewhere they do nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Ignore Ctrl-C inside the block: what closes a bag or writes a manifest is not cut short
+    by a second Ctrl-C."""
+    if not _on_main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def sigterm_as_interrupt() -> Callable[..., Any] | int | None:
+    """From now on SIGTERM (kill, a timeout, a launch system, a scheduler) stops the program as
+    Ctrl-C does. Returns the previous handler, for ``signal.signal(signal.SIGTERM, previous)``;
+    ``None`` off the main thread (nothing changed)."""
+    if not _on_main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
