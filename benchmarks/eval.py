@@ -35,7 +35,7 @@ from cityscapesscripts.evaluation import evalPanopticSemanticLabeling as cs
 
 from rt_panoptic_ros.runtime.machine import write_benchmark
 from rt_panoptic_ros.training.data.perturb import write_prediction_pairs
-from rt_panoptic_ros.training.evaluate import default_workers, evaluate_files, single_threaded_opencv
+from rt_panoptic_ros.training.evaluation.files import default_workers, evaluate_files, single_threaded_opencv
 
 
 def make_pairs(root: Path, num: int, height: int, width: int) -> tuple[Path, Path, Path, Path]:

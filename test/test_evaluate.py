@@ -18,8 +18,9 @@ from rt_panoptic_ros.errors import DatasetError
 from rt_panoptic_ros.image_io import read_panoptic_png, write_panoptic_png
 from rt_panoptic_ros.training.data.panoptic_format import Category, Segment
 from rt_panoptic_ros.training.data.perturb import write_prediction_pairs
-from rt_panoptic_ros.training.evaluate import evaluate_files, main
+from rt_panoptic_ros.training.evaluate import main
 from rt_panoptic_ros.training.evaluation import PanopticEvaluator
+from rt_panoptic_ros.training.evaluation.files import evaluate_files
 
 TOLERANCE = 1e-9
 

@@ -261,7 +261,7 @@ def see_roads_skies_and_cars(model: torch.nn.Module) -> None:
 
 def test_logged_pq_is_rt_panoptic_eval_of_the_predictors_outputs(config_file, synth, tmp_path, capsys):
     """The PQ a run logs is the Predictor's: with an input size of another aspect ratio than the
-    images (128x128 for 128x256), Trainer.evaluate's scores equal rt-panoptic-eval's on
+    images (128x128 for 128x256), Trainer.validate's scores equal rt-panoptic-eval's on
     rt-panoptic-infer's predictions of the same checkpoint (stretching the images to the input
     size instead of fitting them, as the trainer once did, logs PQ 59.0 here instead of 64.3)."""
     import json
@@ -289,7 +289,7 @@ def test_logged_pq_is_rt_panoptic_eval_of_the_predictors_outputs(config_file, sy
 
     evaluating = trainer(config_file, tmp_path / "run", *tuned, f"data.val_root={gt}")
     evaluating.resume()
-    logged = evaluating.evaluate()
+    logged = evaluating.validate()
 
     pred = tmp_path / "pred"
     assert infer_main([str(gt / "images"), "--model", str(model_file), "--output", str(pred)]) == 0

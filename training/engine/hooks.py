@@ -139,7 +139,7 @@ class PeriodicEvaluator(HookBase):
         if not (report.last or (self.every and report.step % self.every == 0)):
             return
         if trainer.dist.main:
-            report.scores.update(trainer.evaluate())
+            report.scores.update(trainer.validate())
         trainer.dist.barrier()
 
 

@@ -223,7 +223,7 @@ class Trainer:
             save_checkpoint(self.model, self.output_dir / FINAL_MODEL_NAME, meta=self._meta())
         return {} if report is None else {**report.losses, **report.scores}
 
-    def evaluate(self) -> dict[str, float]:
+    def validate(self) -> dict[str, float]:
         """PQ / PQ_th / PQ_st / mIoU (percent) on the validation set (process 0), each image
         prepared as the Predictor prepares it (:mod:`.validation`)."""
         assert self.val_dataset is not None

@@ -6,7 +6,7 @@
 - ``video_quality.py``: STQ / AQ / SQ and identity counts over videos,
   :class:`VideoQualityEvaluator`.
 
-Files on disk are scored by ``rt_panoptic_ros.training.evaluate`` (``rt-panoptic-eval``).
+Files on disk are scored by :mod:`.files` (for ``rt-panoptic-eval``, ``training/evaluate.py``).
 """
 
 from rt_panoptic_ros.training.evaluation.evaluator import PanopticEvaluator, compare_panoptic, format_table
