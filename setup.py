@@ -26,7 +26,7 @@ CONSOLE_SCRIPTS = [
     "panoptic_lifecycle_node = rt_panoptic_ros.ros.lifecycle_node:main",
     "rt-panoptic-demo = rt_panoptic_ros.ros.testing.demo:main",
     "rt-panoptic-eval = rt_panoptic_ros.training.evaluate:main",
-    "rt-panoptic-synth = rt_panoptic_ros.training.data.synthetic:main",
+    "rt-panoptic-synth = rt_panoptic_ros.training.synth:main",
     "rt-panoptic-train = rt_panoptic_ros.training.train:main",
     "rt-panoptic-slim-checkpoint = rt_panoptic_ros.training.slim_checkpoint:main",
 ]

@@ -11,7 +11,8 @@ from conftest import run_cli
 from rt_panoptic_ros.image_io import read_panoptic_png
 from rt_panoptic_ros.image_io import read_rgb as read_image
 from rt_panoptic_ros.training.data import PanopticDataset, synthetic_meta, write_dataset
-from rt_panoptic_ros.training.data.synthetic import CLASSES, generate_scene, main
+from rt_panoptic_ros.training.data.synthetic import CLASSES, generate_scene
+from rt_panoptic_ros.training.synth import main
 
 H, W = 96, 192
 

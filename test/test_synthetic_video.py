@@ -11,13 +11,14 @@ from conftest import run_cli
 
 from rt_panoptic_ros.image_io import read_panoptic_png
 from rt_panoptic_ros.training.data import PanopticDataset
-from rt_panoptic_ros.training.data.synthetic import BICYCLE, TRUCK, main, synthetic_categories
+from rt_panoptic_ros.training.data.synthetic import BICYCLE, TRUCK, synthetic_categories
 from rt_panoptic_ros.training.data.synthetic_video import (
     plan_video,
     render_frame,
     video_rng,
     write_video_dataset,
 )
+from rt_panoptic_ros.training.synth import main
 
 H, W, FRAMES = 64, 128, 6
 TRUCK_ID, BICYCLE_ID = TRUCK * 1000, BICYCLE * 1000  # the scripted pair is each category's first
