@@ -39,9 +39,10 @@ from rt_panoptic_ros.ros.bag.fleet_manifest import FAILED, BagOptions, BagOutcom
 PROGRESS_PERIOD_S = 0.5
 #: CPU threads per worker when none are given: a GPU worker's torch has little to do on the
 #: CPU. A CPU worker gets a quarter of the CPUs, 1 to 4: a worker whose torch threads take all
-#: of its cores fights the bag's own reader and writer threads (and anything else running),
-#: which on 2 cores made it up to 8x slower than one thread (benchmarks/fleet.json); more
-#: workers of fewer threads scale better, and more than 4 threads gain little.
+#: of its cores fights the bag's own reader and writer threads and anything else running (on
+#: this 2-core machine under other jobs' load, 2 threads were 2-5x slower than 1; quiet, 1.4x
+#: faster: benchmarks/fleet.json, docs/bags.md); more workers of fewer threads degrade less
+#: on a shared machine, and more than 4 threads gain little.
 GPU_WORKER_THREADS = 2
 MAX_CPU_WORKER_THREADS = 4
 #: Wait before asking a restarting worker again whether it is back.
