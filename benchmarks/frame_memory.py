@@ -1,7 +1,7 @@
 """Peak memory one large frame adds to a process that runs the Predictor.
 
 usage: python benchmarks/frame_memory.py [--model models/small_synthetic.pt]
-           [--before REV] [--repeats 2] [--output benchmarks/frame_memory.json]
+           [--before REV] [--repeats 2] [--track] [--output benchmarks/frame_memory.json]
 
 Each measurement runs in a fresh subprocess: load the Predictor (CPU, the model's own input
 size, 128x256 for the bundled model), run one small frame of the same kind (the steady state:
@@ -19,7 +19,9 @@ peak, result maps included, and not the model or the interpreter:
 The frames are a synthetic street scene (``rt-panoptic-synth``'s generator, 256x512) resized
 up, so that the decoder meets objects, boundaries and stuff as in a camera image. ``--before``
 runs the same measurements with the package as it was at a git revision (extracted with
-``git archive``), so that before and after come from one command on one machine.
+``git archive``), so that before and after come from one command on one machine. ``--track``
+also runs the node's tracker on each result (``PanopticTracker.update``, as the node does by
+default), so that the track-id map it adds is counted.
 """
 
 from __future__ import annotations
@@ -85,9 +87,16 @@ def _worker(args: argparse.Namespace) -> None:
             return as_png(height, width)
         return cv2.resize(scene, (width, height), interpolation=cv2.INTER_LINEAR)
 
+    tracker = None
+    if args.track:
+        from rt_panoptic_ros.tracking import PanopticTracker
+
+        tracker = PanopticTracker()
+
     def run(item) -> object:
         image = compressed_to_rgb(item) if args.kind == "png" else item
-        return predictor(image)
+        result = predictor(image)
+        return tracker.update(result) if tracker is not None else result
 
     with torch.inference_mode():
         run(frame(*SMALL))  # the steady state
@@ -123,7 +132,9 @@ def _worker(args: argparse.Namespace) -> None:
     )
 
 
-def _measure(package_root: Path, scene: Path, model: str, kind: str, size: tuple[int, int]) -> dict:
+def _measure(
+    package_root: Path, scene: Path, model: str, kind: str, size: tuple[int, int], track: bool = False
+) -> dict:
     png = scene.with_name(f"{size[0]}x{size[1]}.png")
     if kind == "png" and not png.exists():
         import cv2
@@ -134,7 +145,7 @@ def _measure(package_root: Path, scene: Path, model: str, kind: str, size: tuple
     command = [
         sys.executable, __file__, "--worker", "--package-root", str(package_root), "--scene", str(scene),
         "--model", model, "--kind", kind, "--height", str(size[0]), "--width", str(size[1]),
-        "--png", str(png),
+        "--png", str(png), *(["--track"] if track else []),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
@@ -155,11 +166,11 @@ def _extract(revision: str, folder: Path) -> str:
     return full
 
 
-def _series(package_root: Path, scene: Path, model: str, repeats: int) -> dict:
+def _series(package_root: Path, scene: Path, model: str, repeats: int, track: bool = False) -> dict:
     out = {}
     for name, kind, height, width in FRAMES:
-        runs = [_measure(package_root, scene, model, kind, (height, width)) for _ in range(repeats)]
-        small = _measure(package_root, scene, model, kind, SMALL)
+        runs = [_measure(package_root, scene, model, kind, (height, width), track) for _ in range(repeats)]
+        small = _measure(package_root, scene, model, kind, SMALL, track)
         out[name] = {
             "peak_added_mib": [r["peak_added_mib"] for r in runs],
             "frame_mib": round(height * width * 3 / MiB, 1),
@@ -184,6 +195,7 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=2, help="fresh processes per large frame")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "frame_memory.json"))
+    parser.add_argument("--track", action="store_true", help="also track each result, as the node does")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--package-root", help=argparse.SUPPRESS)
     parser.add_argument("--scene", help=argparse.SUPPRESS)
@@ -210,6 +222,8 @@ def main() -> None:
             before = _extract(args.before, Path(tmp) / "before")
             results["before"] = _series(Path(tmp) / "before", scene, args.model, args.repeats)
         results["after"] = _series(ROOT, scene, args.model, args.repeats)
+        if args.track:
+            results["after_tracked"] = _series(ROOT, scene, args.model, args.repeats, track=True)
     write_benchmark(
         args.output,
         "peak RSS added by one large frame through the Predictor (CPU), fresh process per figure",

@@ -276,7 +276,7 @@ def test_each_camera_is_tracked_alone_and_restarts_when_its_stamps_go_back(predi
         first, third = host.published[0].result, host.published[3].result
         # the same picture three times on one camera: the same objects keep their ids
         assert [s.id for s in first.segments] == [s.id for s in third.segments]
-        assert first.frame_instance is not None and third.instance.dtype == torch.int32
+        assert first.frame_instance is not None and third.instance.dtype == torch.int16
         assert "track" in host.published[3].times
 
         host.pipeline.put(("front1", frame(0), 1), "front")  # older than 30: a new sequence

@@ -39,9 +39,10 @@ class PanopticResult:
             ``max_detections`` exceeds 32767).
         segments: the instances, ordered by id.
         frame_instance: only on a tracked result (``rt_panoptic_ros.tracking``), whose
-            ``instance`` holds track ids and whose ``segments`` carry them as ``id`` (in the
-            frame's order, not sorted by id): the frame's own ``[H, W]`` map in which pixel k
-            is ``segments[k - 1]``. ``None``: ``instance`` is that map.
+            ``instance`` holds track ids (int16, int32 once an id exceeds 32767) and whose
+            ``segments`` carry them as ``id`` (in the frame's order, not sorted by id): the
+            frame's own ``[H, W]`` map in which pixel k is ``segments[k - 1]``. ``None``:
+            ``instance`` is that map.
     """
 
     semantic: Tensor
