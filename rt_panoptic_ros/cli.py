@@ -108,7 +108,7 @@ def infer_main(argv: Sequence[str] | None = None) -> int:
     return run_cli(parser.prog, body)
 
 
-def _log_to_stderr(prog: str) -> None:
+def log_to_stderr(prog: str) -> None:
     """Show the runtime's INFO log lines (cache hits, rebuilds, progress) as ``prog: ...`` lines."""
     import logging
 
@@ -225,7 +225,7 @@ def build_engine_main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         from rt_panoptic_ros.runtime.predictor import Predictor
 
-        _log_to_stderr(parser.prog)
+        log_to_stderr(parser.prog)
         size = (args.height, args.width) if args.height and args.width else None
         predictor = Predictor(
             args.model, device=args.device, backend="tensorrt", precision=args.precision, input_size=size,
@@ -277,7 +277,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
 
         from rt_panoptic_ros.runtime.bench import run_benchmark
 
-        _log_to_stderr(parser.prog)
+        log_to_stderr(parser.prog)
         report = run_benchmark(
             args.model, args.backend, args.height, args.width, args.precision, args.frames, args.warmup,
             args.device, args.cuda_graph, progress=lambda line: print(line, file=sys.stderr),

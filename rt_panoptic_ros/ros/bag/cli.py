@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rt_panoptic_ros.cli import _log_to_stderr, tracking, tracking_arguments
+from rt_panoptic_ros.cli import log_to_stderr, tracking, tracking_arguments
 from rt_panoptic_ros.cli_support import EXIT_INTERRUPTED, make_parser, run_cli
 from rt_panoptic_ros.errors import CheckpointError
 from rt_panoptic_ros.runtime.backends import BACKENDS
@@ -138,7 +138,7 @@ def _one_bag(args: argparse.Namespace) -> int:
     job = BagJob(source, output, options.image_topic, overwrite=args.overwrite, **options.job)
     try:
         model = bag_model(args.model)
-        _log_to_stderr(PROG)
+        log_to_stderr(PROG)
         predictor = Predictor(model, device=args.device, backend=args.backend)
         where = f"{model.name} on {predictor.backend.name}/{predictor.device}"
         print(f"{PROG}: {job.total} frame(s) of {args.image_topic} -> {output} "
@@ -195,7 +195,7 @@ def _many_bags(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         if args.ray is None:
             from rt_panoptic_ros.ros.bag.worker import BagWorker
 
-            _log_to_stderr(PROG)
+            log_to_stderr(PROG)
             fleet.run_sequential(run, BagWorker(model_options, options))
             return
         from rt_panoptic_ros.ros.bag.ray_runner import run_on_ray
