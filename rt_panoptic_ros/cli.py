@@ -335,9 +335,7 @@ def tracking(args: argparse.Namespace):
 
     if not args.track:
         return None
-    settings = TrackingSettings(max_age=args.max_age, iou_threshold=args.iou_threshold)
     try:
-        settings.tracker()
+        return TrackingSettings(max_age=args.max_age, iou_threshold=args.iou_threshold)
     except ValueError as error:
         raise InputError(f"--max-age / --iou-threshold: {error}") from None
-    return settings

@@ -130,8 +130,9 @@ def run_inference(
         start = time.perf_counter()
         result = predictor(rgb)
         if tracker is not None:
-            if sequence_of is not None and sequence_of(path) != sequence:
-                sequence = sequence_of(path)
+            video = sequence_of(path) if sequence_of is not None else None
+            if video != sequence:
+                sequence = video
                 tracker.reset()
             result = tracker.update(result)
         latency = (time.perf_counter() - start) * 1000

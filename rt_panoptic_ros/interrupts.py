@@ -9,8 +9,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 
 def _on_main_thread() -> bool:
@@ -35,10 +34,16 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def sigterm_as_interrupt() -> Callable[..., Any] | int | None:
-    """From now on SIGTERM (kill, a timeout, a launch system, a scheduler) stops the program as
-    Ctrl-C does. Returns the previous handler, for ``signal.signal(signal.SIGTERM, previous)``;
-    ``None`` off the main thread (nothing changed)."""
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside the block SIGTERM (kill, a timeout, a launch system, a scheduler) stops the
+    program as Ctrl-C does; the previous handler is back afterwards. Off the main thread
+    nothing changes."""
     if not _on_main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

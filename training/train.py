@@ -13,7 +13,6 @@ Every checkpoint it writes (``OUT/last.pt``, ``OUT/model_final.pt``) loads with
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 
 from rt_panoptic_ros.cli_support import make_parser, run_cli
+from rt_panoptic_ros.interrupts import sigterm_as_interrupt
 from rt_panoptic_ros.training.train_config import load_config
 
 PROG = "rt-panoptic-train"
@@ -39,10 +39,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         from rt_panoptic_ros.devices import resolve_device
         from rt_panoptic_ros.training.engine import Trainer
-
-        # `kill` (a scheduler's, or torchrun's on a failed peer) stops like Ctrl-C: loaders and
-        # their worker processes shut down instead of lingering.
-        signal.signal(signal.SIGTERM, _interrupt)
 
         cfg = load_config(args.config, args.overrides)
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -70,16 +66,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     try:
-        return run_cli(PROG, body)
+        # `kill` (a scheduler's, or torchrun's on a failed peer) stops like Ctrl-C: loaders and
+        # their worker processes shut down instead of lingering.
+        with sigterm_as_interrupt():
+            return run_cli(PROG, body)
     finally:
         import torch.distributed as dist
 
         if dist.is_initialized():
             dist.destroy_process_group()
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -216,13 +216,12 @@ class FramePipeline:
 
     def set_tracking(self, settings: TrackingSettings | None) -> None:
         """Turn tracking on (fresh tracks), retune it (tracks kept) or off (``None`` or not
-        ``enabled``). Raises ``ValueError`` for a value out of range, changing nothing."""
+        ``enabled``); the settings' values were checked when they were built."""
         if settings is None or not settings.enabled:
             self.trackers = {}
         elif not self.trackers:
             self.trackers = {camera: settings.tracker() for camera in self.slot.cameras}
         else:
-            settings.tracker()  # checks the values before any tracker changes
             for tracker in self.trackers.values():
                 tracker.retune(settings.max_age, settings.iou_threshold)
 

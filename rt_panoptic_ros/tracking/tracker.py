@@ -57,15 +57,30 @@ class TrackingSettings:
         enabled: give instances track ids; off: every frame numbers them 1..K afresh.
         max_age: see :class:`PanopticTracker`.
         iou_threshold: see :class:`PanopticTracker`.
+
+    Raises:
+        ValueError: ``max_age`` < 0 or ``iou_threshold`` outside (0, 1], when built, so that
+            settings that exist are settings a tracker takes.
     """
 
     enabled: bool = True
     max_age: int = 30
     iou_threshold: float = 0.3
 
+    def __post_init__(self) -> None:
+        _check_tuning(self.max_age, self.iou_threshold)
+
     def tracker(self) -> PanopticTracker:
-        """A new tracker with these settings (raises ``ValueError`` for a value out of range)."""
+        """A new tracker with these settings."""
         return PanopticTracker(max_age=self.max_age, iou_threshold=self.iou_threshold)
+
+
+def _check_tuning(max_age: int | None, iou_threshold: float | None) -> None:
+    """Raise ``ValueError`` for ``max_age`` < 0 or ``iou_threshold`` outside (0, 1] (``None``: unchecked)."""
+    if max_age is not None and max_age < 0:
+        raise ValueError(f"max_age must be >= 0, got {max_age}")
+    if iou_threshold is not None and not 0.0 < iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
 
 
 #: Tracking as the node does it by default (on, ``max_age`` 30, ``iou_threshold`` 0.3).
@@ -161,10 +176,7 @@ class PanopticTracker:
         Raises:
             ValueError: ``max_age`` < 0 or ``iou_threshold`` outside (0, 1].
         """
-        if max_age is not None and max_age < 0:
-            raise ValueError(f"max_age must be >= 0, got {max_age}")
-        if iou_threshold is not None and not 0.0 < iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+        _check_tuning(max_age, iou_threshold)
         if max_age is not None:
             self.max_age = max_age
         if iou_threshold is not None:

@@ -124,7 +124,6 @@ def bag_options(args: argparse.Namespace):
 
 
 def _one_bag(args: argparse.Namespace) -> int:
-    import signal
 
     from tqdm import tqdm
 
@@ -151,12 +150,9 @@ def _one_bag(args: argparse.Namespace) -> int:
                 bar.update(1)
 
             # SIGTERM (kill, timeout, a launch system) stops the run as Ctrl-C does: a valid bag.
-            previous = sigterm_as_interrupt()
-            try:
+            with sigterm_as_interrupt():
                 provenance = {"rt_panoptic_ros.model": str(model), "rt_panoptic_ros.backend": where}
                 report = job.run(predictor, lambda: bar.update(1), skipped, provenance, **options.run)
-            finally:
-                signal.signal(signal.SIGTERM, previous)
     finally:
         job.close()
     rate = f"{report.seconds:.1f} s, {report.fps:.2f} frames/s"

@@ -28,7 +28,6 @@ import fcntl
 import json
 import shlex
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -447,25 +446,20 @@ def run_fleet(run: FleetRun, probe: Callable[[BagTask], int], execute: Callable[
     Raises:
         FleetError: the run cannot start (:meth:`FleetRun.__enter__`).
     """
-    previous = sigterm_as_interrupt()
-    try:
-        with run:
-            try:
-                failed = run.check(probe)
-                unreadable = f", {failed} cannot be processed" if failed else ""
-                run.say(
-                    f"{len(run.names)} bag(s): {len(run.done_before)} done before{unreadable}, "
-                    f"{len(run.tasks)} to process ({sum(t.total or 0 for t in run.tasks)} frame(s)) "
-                    f"into {run.output_dir}"
-                )
-                if run.tasks:
-                    execute(run)
-            except KeyboardInterrupt:
-                run.interrupted = True
-            return run.close()
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with sigterm_as_interrupt(), run:
+        try:
+            failed = run.check(probe)
+            unreadable = f", {failed} cannot be processed" if failed else ""
+            run.say(
+                f"{len(run.names)} bag(s): {len(run.done_before)} done before{unreadable}, "
+                f"{len(run.tasks)} to process ({sum(t.total or 0 for t in run.tasks)} frame(s)) "
+                f"into {run.output_dir}"
+            )
+            if run.tasks:
+                execute(run)
+        except KeyboardInterrupt:
+            run.interrupted = True
+        return run.close()
 
 
 def run_sequential(run: FleetRun, worker: Any) -> None:
@@ -483,6 +477,3 @@ def run_sequential(run: FleetRun, worker: Any) -> None:
         run.finish_bag(outcome)
         if outcome.state == INTERRUPTED:
             raise KeyboardInterrupt
-
-
-# --- helpers ------------------------------------------------------------------------------------------

@@ -198,11 +198,6 @@ class BagJob:
     ) -> None:
         self.source, self.destination = Path(source), Path(destination)
         self.tracking = tracking if tracking is not None and tracking.enabled else None
-        if self.tracking is not None:
-            try:
-                self.tracking.tracker()
-            except ValueError as error:
-                raise BagError(f"tracking: {error}") from None
         self.image_topic = image_topic
         self.overlay_alpha = overlay_alpha
         self.overwrite = overwrite
