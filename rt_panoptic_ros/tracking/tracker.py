@@ -184,12 +184,35 @@ class PanopticTracker:
 
     def reset(self) -> None:
         """Forget all tracks (a new sequence); ids start again at 1."""
-        self.tracks: dict[int, Track] = {}
+        # The live tracks, one row each in these arrays, oldest first (no Python object per
+        # track on the hot path; :attr:`tracks` builds them when asked).
+        self._ids = np.zeros(0, dtype=np.int64)  # [T] track ids
+        self._classes = np.zeros(0, dtype=np.int64)  # [T] category ids
+        self._boxes = np.zeros((0, 4))  # [T, 4] xyxy when last seen
+        self._velocity = np.zeros((0, 4))  # [T, 4] box change per frame
+        self._last_seen = np.zeros(0, dtype=np.int64)  # [T] frame numbers
+        self._hits = np.zeros(0, dtype=np.int64)  # [T]
         self.frame = -1
         self.last_stamp: int | None = None
         self._next_id = 1
         self._previous: Tensor | None = None  # [h, w] int32 sampled instance ids of the last frame
         self._previous_track = np.zeros(1, dtype=np.int64)  # previous id k -> track id (0 = none)
+
+    @property
+    def tracks(self) -> dict[int, Track]:
+        """The live tracks by id (built on each call: for inspection, not per frame)."""
+        return {
+            int(i): Track(int(i), int(c), b.copy(), v.copy(), int(seen), int(hits))
+            for i, c, b, v, seen, hits in zip(
+                self._ids,
+                self._classes,
+                self._boxes,
+                self._velocity,
+                self._last_seen,
+                self._hits,
+                strict=True,
+            )
+        }
 
     def update(self, result: PanopticResult, stamp: int | None = None) -> PanopticResult:
         """Associate ``result``'s instances with the live tracks.
@@ -222,36 +245,31 @@ class PanopticTracker:
         else:  # tracked before: its frame map has segments[k - 1] at k
             seg_ids = np.arange(1, len(segments) + 1, dtype=np.int64)
         num_bins = int(seg_ids.max()) + 1 if len(segments) else 1
+        boxes = np.array([s.bbox for s in segments], dtype=np.float64).reshape(-1, 4)  # [K, 4]
+        classes = np.array([s.category_id for s in segments], dtype=np.int64)  # [K]
 
-        live = list(self.tracks.values())
         assigned = np.zeros(len(segments), dtype=np.int64)  # track id per segment, 0 = new
-        if live and segments:
-            iou = self._iou(live, segments, sampled, seg_ids, num_bins)  # [T, K]
+        if len(self._ids) and len(segments):
+            iou = self._iou(boxes, classes, sampled, seg_ids, num_bins)  # [T, K]
             rows, cols = linear_sum_assignment(1.0 - iou)
             good = iou[rows, cols] >= self.iou_threshold
-            for row, col in zip(rows[good], cols[good], strict=True):
-                track = live[row]
-                box = np.asarray(segments[col].bbox, dtype=np.float64)
-                track.velocity = (box - track.box) / (self.frame - track.last_seen)
-                track.box = box
-                track.last_seen = self.frame
-                track.hits += 1
-                assigned[col] = track.id
+            rows, cols = rows[good], cols[good]
+            gap = (self.frame - self._last_seen[rows])[:, None]
+            self._velocity[rows] = (boxes[cols] - self._boxes[rows]) / gap
+            self._boxes[rows] = boxes[cols]
+            self._last_seen[rows] = self.frame
+            self._hits[rows] += 1
+            assigned[cols] = self._ids[rows]
 
-        for track in live:
-            if self.frame - track.last_seen > self.max_age:
-                del self.tracks[track.id]
-        for col in np.flatnonzero(assigned == 0):
-            segment = segments[col]
-            track = Track(
-                id=self._new_id(),
-                category_id=segment.category_id,
-                box=np.asarray(segment.bbox, dtype=np.float64),
-                velocity=np.zeros(4),
-                last_seen=self.frame,
-            )
-            self.tracks[track.id] = track
-            assigned[col] = track.id
+        self._keep(self.frame - self._last_seen <= self.max_age)
+        new = np.flatnonzero(assigned == 0)
+        assigned[new] = self._new_ids(len(new))
+        self._ids = np.concatenate((self._ids, assigned[new]))
+        self._classes = np.concatenate((self._classes, classes[new]))
+        self._boxes = np.concatenate((self._boxes, boxes[new]))
+        self._velocity = np.concatenate((self._velocity, np.zeros((len(new), 4))))
+        self._last_seen = np.concatenate((self._last_seen, np.full(len(new), self.frame)))
+        self._hits = np.concatenate((self._hits, np.ones(len(new), dtype=np.int64)))
 
         lookup = np.zeros(num_bins, dtype=np.int64)  # frame id k -> track id
         lookup[seg_ids] = assigned
@@ -264,12 +282,18 @@ class PanopticTracker:
         ]
         return PanopticResult(result.semantic, tracked, new_segments, frame_instance=instance)
 
+    def _keep(self, rows: np.ndarray) -> None:
+        """Keep the tracks where ``rows`` (``[T]`` bool) is true, in their order."""
+        self._ids, self._classes = self._ids[rows], self._classes[rows]
+        self._boxes, self._velocity = self._boxes[rows], self._velocity[rows]
+        self._last_seen, self._hits = self._last_seen[rows], self._hits[rows]
+
     def _iou(
-        self, live: list[Track], segments: list, sampled: Tensor, seg_ids: np.ndarray, num_bins: int
+        self, boxes: np.ndarray, classes: np.ndarray, sampled: Tensor, seg_ids: np.ndarray, num_bins: int
     ) -> np.ndarray:
-        """``[T, K]`` IoU of each live track with each segment (module doc, step 2)."""
-        boxes = np.array([s.bbox for s in segments], dtype=np.float64)  # [K, 4]
-        predicted = np.stack([t.predicted_box(self.frame) for t in live])  # [T, 4]
+        """``[T, K]`` IoU of each live track with each segment (module doc, step 2), for the
+        segments' ``[K, 4]`` boxes and ``[K]`` classes."""
+        predicted = self._boxes + self._velocity * (self.frame - self._last_seen)[:, None]  # [T, 4]
         iou = box_iou(predicted, boxes)  # [T, K]
 
         previous = self._previous
@@ -282,30 +306,32 @@ class PanopticTracker:
             hist = hist.view(prev_bins, num_bins).cpu().numpy().astype(np.float64)
             prev_area = hist.sum(axis=1)  # [K'+1]
             cur_area = hist.sum(axis=0)  # [num_bins]
-            # rows: live tracks that own a previous id with sampled pixels
-            row_of_track = {t.id: i for i, t in enumerate(live) if t.last_seen == self.frame - 1}
+            # rows: live tracks seen in the last frame that own a previous id with sampled pixels
             prev_ids = np.flatnonzero(self._previous_track)
             prev_ids = prev_ids[prev_area[prev_ids] > 0]
-            rows = np.array(
-                [row_of_track.get(int(self._previous_track[k]), -1) for k in prev_ids], dtype=np.int64
-            )
-            keep = rows >= 0
-            prev_ids, rows = prev_ids[keep], rows[keep]
+            recent = np.flatnonzero(self._last_seen == self.frame - 1)  # [R'] rows
+            order = np.argsort(self._ids[recent])
+            sorted_ids = self._ids[recent][order]
+            owners = self._previous_track[prev_ids]
+            at = np.minimum(np.searchsorted(sorted_ids, owners), max(len(sorted_ids) - 1, 0))
+            found = sorted_ids[at] == owners if len(sorted_ids) else np.zeros(len(owners), dtype=bool)
+            prev_ids, rows = prev_ids[found], recent[order][at[found]]
             inter = hist[prev_ids][:, seg_ids]  # [R, K]
             union = prev_area[prev_ids, None] + cur_area[None, seg_ids] - inter
             iou[rows] = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
-        track_class = np.array([t.category_id for t in live])
-        seg_class = np.array([s.category_id for s in segments])
-        iou[track_class[:, None] != seg_class[None, :]] = 0.0
+        iou[self._classes[:, None] != classes[None, :]] = 0.0
         return iou
 
-    def _new_id(self) -> int:
-        """The next id not held by a live track, counting up and wrapping after 65535."""
-        if len(self.tracks) >= MAX_TRACK_ID:
+    def _new_ids(self, count: int) -> np.ndarray:
+        """``count`` ids not held by a live track: counting up from the last one given, wrapping
+        after 65535, skipping live ids."""
+        if len(self._ids) + count > MAX_TRACK_ID:
             raise RuntimeError(f"all {MAX_TRACK_ID} track ids are live; lower max_age")
-        while self._next_id in self.tracks:
-            self._next_id = self._next_id % MAX_TRACK_ID + 1
-        track_id = self._next_id
-        self._next_id = track_id % MAX_TRACK_ID + 1
-        return track_id
+        if count == 0:
+            return np.zeros(0, dtype=np.int64)
+        # ``count`` free ids lie among the next count + (live tracks) ids in counting order.
+        candidates = (self._next_id - 1 + np.arange(count + len(self._ids))) % MAX_TRACK_ID + 1
+        ids = candidates[~np.isin(candidates, self._ids)][:count]
+        self._next_id = int(ids[-1]) % MAX_TRACK_ID + 1
+        return ids
