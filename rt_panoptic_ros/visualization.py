@@ -8,7 +8,9 @@ that are already torch tensors (imported by the caller, never here at import tim
 How :func:`draw_overlay` stays cheap (``benchmarks/overlay.json``): every pixel gets one small
 id (class id on stuff, one slot per instance, one void id), so colouring is a single table
 lookup, done two pixels at a time; the blend is one ``cv2.addWeighted`` over the image and
-void pixels are copied back once. Boxes and labels are drawn per instance with OpenCV.
+void pixels are copied back once. Each of these passes only reads and writes the same rows, so
+a large picture is painted in two bands of rows at once (this thread and one helper thread;
+numpy and OpenCV let go of the GIL). Boxes and labels are drawn per instance with OpenCV.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from __future__ import annotations
 import colorsys
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cv2
@@ -40,6 +43,11 @@ _NARROW_VOID = 255  # the void id of one-byte combined ids (see _combined_ids)
 _CV_INSTANCE_DTYPES = (np.dtype(np.uint8), np.dtype(np.int16), np.dtype(np.uint16), np.dtype(np.int32))
 _SCRATCH = threading.local()
 _SCRATCH_ARRAYS = 32  # working arrays kept per thread (about 10 per image size)
+#: Pictures of at least this many pixels are painted in two bands of rows at once: below it,
+#: handing a band to another thread costs more than it saves.
+_BANDED_PIXELS = 1 << 19
+_BAND_POOL: list[ThreadPoolExecutor] = []  # the helper thread, started on first use
+_BAND_POOL_LOCK = threading.Lock()
 
 
 def class_palette(num_classes: int) -> np.ndarray:
@@ -152,11 +160,7 @@ def draw_overlay(
         out = _overlay_torch(rgb, semantic, instance, table, len(class_names), alpha)
     else:
         semantic, instance = np.asarray(semantic), np.asarray(instance)  # CPU tensors: no copy
-        ids, void_id = _combined_ids(semantic, instance, len(class_names), len(segments))
-        if size != (height, width):
-            small = _scratch("ids_small", size, ids.dtype)
-            ids = cv2.resize(ids, size[::-1], dst=small, interpolation=cv2.INTER_NEAREST)
-        out = _overlay_numpy(rgb, ids, void_id, table, alpha)
+        out = _overlay_numpy(rgb, semantic, instance, table, len(class_names), alpha)
     _draw_instances(out, segments, class_names, palette, (size[1] / width, size[0] / height), boxes, labels)
     return out
 
@@ -182,6 +186,16 @@ def _scratch(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
     return array
 
 
+def _narrow_ids(semantic: np.ndarray, instance: np.ndarray, num_classes: int, num_segments: int) -> bool:
+    """Whether :func:`_combined_ids` gives one-byte ids for these maps."""
+    return (
+        semantic.dtype == np.uint8
+        and semantic.size > 1  # OpenCV reads a 1x1 array beside a number as two scalars
+        and instance.dtype in _CV_INSTANCE_DTYPES
+        and num_classes + num_segments <= _NARROW_VOID
+    )
+
+
 def _combined_ids(
     semantic: np.ndarray, instance: np.ndarray, num_classes: int, num_segments: int
 ) -> tuple[np.ndarray, int]:
@@ -193,12 +207,7 @@ def _combined_ids(
         so OpenCV does the work; a scratch array), else int32 ids with void
         ``num_classes + num_segments``.
     """
-    if (
-        semantic.dtype == np.uint8
-        and semantic.size > 1  # OpenCV reads a 1x1 array beside a number as two scalars
-        and instance.dtype in _CV_INSTANCE_DTYPES
-        and num_classes + num_segments <= _NARROW_VOID
-    ):
+    if _narrow_ids(semantic, instance, num_classes, num_segments):
         # Instance slots are above every class id and void (255) above both, so two maxima
         # combine the maps: ids = max(semantic, slot where instance, 255 where void).
         shape = semantic.shape
@@ -223,38 +232,86 @@ def _combined_ids(
     return ids, void_id
 
 
-def _lookup(ids: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """``table[ids]``: ``[h, w]`` ids and ``[N, 3]`` uint8 colours to ``[h, w, 3]`` uint8 (a
-    scratch array)."""
-    rgbx = np.zeros((256 if ids.dtype == np.uint8 else len(table) + 1, 4), np.uint8)  # + void: black
+def _colour_words(table: np.ndarray, narrow: bool) -> np.ndarray:
+    """The look-up table of :func:`_lookup` for colours ``table`` ``[N, 3]``: one RGBx word per
+    id, void (the last id) black. For one-byte ids (``narrow``), one uint64 word per *pair* of
+    ids at ``[second * 256 + first]`` (512 KiB), so that two neighbouring ids, read as one
+    uint16, fetch both colours at once."""
+    rgbx = np.zeros((256 if narrow else len(table) + 1, 4), np.uint8)
     rgbx[: len(table), :3] = table
-    words = rgbx.view(np.uint32).reshape(-1)  # one RGBx word per id
+    words = rgbx.view(np.uint32).reshape(-1)
+    if not narrow or sys.byteorder != "little":
+        return words
+    words64 = words.astype(np.uint64)
+    return ((words64[:, None] << np.uint64(32)) | words64[None, :]).reshape(-1)
+
+
+def _lookup(ids: np.ndarray, words: np.ndarray) -> np.ndarray:
+    """``[h, w]`` ids to ``[h, w, 3]`` uint8 colours through :func:`_colour_words` (a scratch array)."""
     height, width = ids.shape
     flat = np.ascontiguousarray(ids).reshape(-1)
-    if ids.dtype == np.uint8 and flat.size % 2 == 0 and sys.byteorder == "little":
-        # Two pixels per look-up: neighbouring uint8 ids read as one uint16 (first id in the low
-        # byte) index a table of RGBx pairs, [second * 256 + first] (512 KiB, built per call).
-        words64 = words.astype(np.uint64)
-        pairs = _scratch("pairs", (256, 256), np.uint64)
-        np.bitwise_or(words64[:, None] << np.uint64(32), words64[None, :], out=pairs)
+    if words.dtype == np.uint64 and flat.size % 2 == 0:  # two pixels per look-up
         index = _scratch("index", (flat.size // 2,), np.intp)
         np.copyto(index, flat.view(np.uint16))  # take() would convert, into a fresh array
         packed = _scratch("packed", index.shape, np.uint64)
-        np.take(pairs.reshape(-1), index, out=packed, mode="wrap")  # "raise" would copy ``out``
-    else:
-        packed = np.take(words, flat)
+        np.take(words, index, out=packed, mode="wrap")  # "raise" would copy ``out``
+    else:  # pair words [0 * 256 + id] hold id's own word in their low half
+        single = words.view(np.uint32)[:512:2] if words.dtype == np.uint64 else words
+        packed = np.take(single, flat)
     rgba = packed.view(np.uint8).reshape(height, width, 4)
     return cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB, dst=_scratch("colours", (height, width, 3), np.uint8))
 
 
 def _overlay_numpy(
-    rgb: np.ndarray, ids: np.ndarray, void_id: int, table: np.ndarray, alpha: float
-) -> np.ndarray:
-    """The blend on the host: ``cv2.addWeighted`` of image and colours, void copied back."""
-    out = cv2.addWeighted(rgb, 1.0 - alpha, _lookup(ids, table), alpha, 0.0)
+    rgb: np.ndarray, semantic: np.ndarray, instance: np.ndarray, table: np.ndarray, num_classes: int,
+    alpha: float,
+) -> np.ndarray:  # fmt: skip
+    """The colouring and blend on the host: combined ids (:func:`_combined_ids`), shrunk to
+    ``rgb``'s size by nearest neighbour if it is smaller, coloured (:func:`_lookup`), blended
+    with ``cv2.addWeighted``, void copied back; in two bands of rows when the picture is large."""
+    num_segments = len(table) - num_classes
+    words = _colour_words(table, _narrow_ids(semantic, instance, num_classes, num_segments))
+    out = np.empty_like(rgb)
+    if rgb.shape[:2] == semantic.shape:
+
+        def paint(rows: slice) -> None:
+            ids, void_id = _combined_ids(semantic[rows], instance[rows], num_classes, num_segments)
+            _blend(rgb[rows], ids, void_id, words, alpha, out[rows])
+
+    else:  # the ids of every output pixel need the whole map: combined once, then banded
+        ids, void_id = _combined_ids(semantic, instance, num_classes, num_segments)
+        small = _scratch("ids_small", rgb.shape[:2], ids.dtype)
+        ids = cv2.resize(ids, rgb.shape[1::-1], dst=small, interpolation=cv2.INTER_NEAREST)
+
+        def paint(rows: slice) -> None:
+            _blend(rgb[rows], ids[rows], void_id, words, alpha, out[rows])
+
+    _in_row_bands(len(rgb), len(rgb) * rgb.shape[1] >= _BANDED_PIXELS, paint)
+    return out
+
+
+def _blend(
+    rgb: np.ndarray, ids: np.ndarray, void_id: int, words: np.ndarray, alpha: float, out: np.ndarray
+) -> None:
+    """``out`` = ``cv2.addWeighted`` of ``rgb`` and the colours of ``ids``; void keeps ``rgb``."""
+    cv2.addWeighted(rgb, 1.0 - alpha, _lookup(ids, words), alpha, 0.0, dst=out)
     void = np.equal(ids, void_id, out=_scratch("void_out", ids.shape, np.bool_))
     cv2.copyTo(rgb, void.view(np.uint8), out)  # void keeps the image
-    return out
+
+
+def _in_row_bands(height: int, banded: bool, paint: Callable[[slice], None]) -> None:
+    """``paint`` over rows ``[0, height)``: in two halves at once (here and on the helper
+    thread) when ``banded``, else in one call."""
+    if not banded or height < 2:
+        paint(slice(0, height))
+        return
+    with _BAND_POOL_LOCK:
+        if not _BAND_POOL:
+            _BAND_POOL.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay-band"))
+    half = height // 2
+    lower = _BAND_POOL[0].submit(paint, slice(half, height))
+    paint(slice(0, half))
+    lower.result()
 
 
 def _overlay_torch(

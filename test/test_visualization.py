@@ -221,6 +221,27 @@ def test_odd_pixel_count_and_unknown_class_ids():
     assert np.array_equal(draw_overlay(rgb, semantic, instance, segments, NAMES), expected)
 
 
+def test_two_bands_of_rows_paint_the_same_picture(monkeypatch):
+    """Large pictures are painted in two bands of rows on two threads: here every picture is,
+    odd sizes, wide ids and shrunk pictures included, and each is the one-pass picture."""
+    cases = [
+        busy_scene(61, 83, 4, seed=2),
+        busy_scene(120, 160, 250, seed=1),
+        busy_scene(97, 130, 30, seed=6),
+    ]
+    expected = [
+        [draw_overlay(rgb, sem, ins, segs, NAMES, scale=scale) for scale in (1.0, 0.5, 0.37)]
+        for rgb, sem, ins, segs in cases
+    ]
+    monkeypatch.setattr(visualization, "_BANDED_PIXELS", 1)
+    for (rgb, semantic, instance, segments), pictures in zip(cases, expected, strict=True):
+        assert np.array_equal(pictures[0], reference_overlay(rgb, semantic, instance, segments, NAMES))
+        for scale, picture in zip((1.0, 0.5, 0.37), pictures, strict=True):
+            assert np.array_equal(
+                draw_overlay(rgb, semantic, instance, segments, NAMES, scale=scale), picture
+            )
+
+
 def test_empty_scene():
     rgb, semantic, instance, _ = busy_scene(48, 64, 0, seed=3)
     void = np.full_like(semantic, VOID)
