@@ -16,7 +16,7 @@ import torch
 
 from rt_panoptic_ros import visualization
 from rt_panoptic_ros.panoptic import VOID, InstanceSegment
-from rt_panoptic_ros.visualization import class_palette, draw_overlay, panoptic_colors
+from rt_panoptic_ros.visualization import class_palette, draw_overlay, host_blend, panoptic_colors
 
 NAMES = [f"class{k}" for k in range(19)]
 THING_CLASSES = range(11, 19)  # Cityscapes' person .. bicycle
@@ -233,7 +233,7 @@ def test_two_bands_of_rows_paint_the_same_picture(monkeypatch):
         [draw_overlay(rgb, sem, ins, segs, NAMES, scale=scale) for scale in (1.0, 0.5, 0.37)]
         for rgb, sem, ins, segs in cases
     ]
-    monkeypatch.setattr(visualization, "_BANDED_PIXELS", 1)
+    monkeypatch.setattr(host_blend, "BANDED_PIXELS", 1)
     for (rgb, semantic, instance, segments), pictures in zip(cases, expected, strict=True):
         assert np.array_equal(pictures[0], reference_overlay(rgb, semantic, instance, segments, NAMES))
         for scale, picture in zip((1.0, 0.5, 0.37), pictures, strict=True):
