@@ -1,7 +1,8 @@
 """The node against its own Predictor: complete-frame rate, lock-step latency and stage times.
 
 usage: python benchmarks/node.py [--model models/small_synthetic.pt] [--height 1024 --width 2048]
-           [--frames 6] [--seconds 20] [--lockstep 10] [--output benchmarks/node.json]
+           [--frames 6] [--seconds 20] [--lockstep 10] [--gpu-infer-ms 10]
+           [--node-env NAME=VALUE ...] [--output benchmarks/node.json]
 
 One run, side by side, on the same synthetic street scenes (``--frames`` of them, cycled):
 
@@ -12,8 +13,17 @@ One run, side by side, on the same synthetic street scenes (``--frames`` of them
    the Predictor's rate;
 3. the same node fed lock-step (each frame after the previous one's four outputs arrived):
    median latency publish -> last output, minus the Predictor's median;
-4. the node's own per-stage times (``/diagnostics``: convert, upload, infer, decode, overlay,
-   publish; p50 ms), from which a GPU's rate can be estimated until it can be measured.
+4. the node's own per-stage times (``/diagnostics``: convert, upload, infer, decode, track,
+   overlay, publish; p50 ms), summed per pipeline thread (prepare = convert + upload, infer =
+   infer + decode, publish = track + overlay + publish), from which a GPU's rate is estimated
+   until it can be measured: a pipeline runs at its slowest thread's pace, so with the network
+   and decoder taking ``--gpu-infer-ms`` at 1024x2048 (default 10 ms, a current GPU with
+   TensorRT; the paper's V100 with TensorRT took 33 ms, 30.3 FPS, Sec. 5.4), the node
+   delivers ``1000 / max(prepare, gpu, publish)`` frames/s against the model's ``1000 / gpu``
+   (assuming the CPU threads cost what they cost here and do not slow each other).
+
+``--node-env NAME=VALUE ...`` sets environment variables of the node's process only (e.g.
+``OMP_NUM_THREADS=1``), to compare settings side by side.
 
 Both processes get the shipped Fast DDS profile (large images in milliseconds).
 """
@@ -42,6 +52,12 @@ from rt_panoptic_ros.training.data.synthetic import write_dataset
 ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "/node_bench"
 NAMES = tuple(OUTPUT_TOPICS)
+#: The node's pipeline threads and the stages each runs (``ros/pipeline.py``).
+PIPELINE_THREADS = {
+    "prepare": ("convert", "upload"),
+    "infer": ("infer", "decode"),
+    "publish": ("track", "overlay", "publish"),
+}
 
 
 def predictor_figures(model: str, frames: list, count: int) -> dict:
@@ -69,6 +85,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--lockstep", type=int, default=10)
+    parser.add_argument("--gpu-infer-ms", type=float, default=10.0)
+    parser.add_argument("--node-env", nargs="*", default=[], metavar="NAME=VALUE")
     parser.add_argument("--output", default=str(Path(__file__).with_name("node.json")))
     args = parser.parse_args()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -82,7 +100,8 @@ def main() -> None:
     print(f"predictor: {predictor['fps']:.2f} FPS, median {predictor['median_ms']:.1f} ms", file=sys.stderr)
 
     process = start_node({"model": args.model, "backend": "torch", "qos_reliability": "reliable"},
-                         {"__ns": NAMESPACE}, log=workdir / "node.log")  # fmt: skip
+                         {"__ns": NAMESPACE}, log=workdir / "node.log",
+                         env={**os.environ, **dict(kv.split("=", 1) for kv in args.node_env)})  # fmt: skip
     context = rclpy.Context()
     rclpy.init(context=context)
     camera = CameraStream(NAMESPACE, context=context)
@@ -136,6 +155,17 @@ def main() -> None:
     stage_ms = {
         k: float(v) for k, v in stages.items() if k.endswith("_p50_ms") and not k.startswith("latency")
     }
+    threads = {
+        name: round(sum(stage_ms.get(f"{stage}_p50_ms", 0.0) for stage in stages), 2)
+        for name, stages in PIPELINE_THREADS.items()
+    }
+    slowest_cpu_thread = max(threads["prepare"], threads["publish"])
+    gpu_case = {
+        "assumed_infer_decode_ms": args.gpu_infer_ms,
+        "node_fps": round(1000 / max(args.gpu_infer_ms, slowest_cpu_thread), 1),
+        "model_fps": round(1000 / args.gpu_infer_ms, 1),
+        "node_over_model_rate": round(args.gpu_infer_ms / max(args.gpu_infer_ms, slowest_cpu_thread), 3),
+    }
     write_benchmark(
         args.output,
         "panoptic_node vs its Predictor: complete-frame rate, lock-step overhead, stage times",
@@ -147,6 +177,9 @@ def main() -> None:
         lockstep_node_median_ms=round(node_ms, 1),
         lockstep_overhead_ms=round(node_ms - predictor["median_ms"], 1),
         node_stage_p50_ms=stage_ms,
+        node_thread_p50_ms=threads,
+        gpu_case_estimate=gpu_case,
+        node_env=args.node_env,
         node_latency_p50_ms=float(stages.get("latency_p50_ms", "nan")),
     )  # fmt: skip
 
