@@ -23,7 +23,7 @@ from torch import Tensor
 
 from rt_panoptic_ros.config import DecoderConfig
 from rt_panoptic_ros.panoptic.fusion import Placement, first_kept, place_instances
-from rt_panoptic_ros.panoptic.output_maps import OutputMaps, box_extents
+from rt_panoptic_ros.panoptic.output_maps import OutputMaps, band_extents
 from rt_panoptic_ros.panoptic.pixels import Band, CellMasks, band_mask_pairs, membership_words, word_members
 from rt_panoptic_ros.panoptic.sampling import AxisBlocks, AxisSampling
 
@@ -99,8 +99,8 @@ def write_band_in_runs(
     """Write the band run by run (M_j read again, owners from the kept instances).
 
     Returns:
-        ``[2, K']`` lowest ``(x, y)`` and highest ``(x + 1, y + 1)`` of each kept instance's
-        band pixels (see :func:`~rt_panoptic_ros.panoptic.output_maps.box_extents`).
+        ``[2, K' + 1]`` lowest ``(x, y)`` and highest ``(x + 1, y + 1)`` of each kept instance's
+        band pixels (column 0: none) (see :func:`~rt_panoptic_ros.panoptic.output_maps.box_extents`).
     """
     keep = placed.new_id[:num_queries] > 0
     extents = None
@@ -167,8 +167,6 @@ def _write_run(
     run_classes = run.read(semantic).reshape(-1).long()
     run.write(maps.semantic, torch.where(owned, classes[owner], stuff[run_classes]))
     del run_classes
-    run.write(maps.instance, placed.new_id[owner])
-    owned_slots = owned.nonzero().squeeze(1)
-    y, x = run.coordinates(owned_slots)
-    ids = placed.new_id[owner[owned_slots]] - 1
-    return box_extents(ids, (x, y, x + 1, y + 1), len(placed.kept), extents)
+    ids = placed.new_id[owner]
+    run.write(maps.instance, ids)
+    return band_extents(run, ids, len(placed.kept), extents)

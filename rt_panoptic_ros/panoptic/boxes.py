@@ -62,7 +62,9 @@ def box_levels(levelness_logits: Tensor, background: str = "exclude") -> Tensor:
     return levelness_logits.max(dim=1).indices  # same as argmax, several times faster on CPUs
 
 
-def dense_boxes_at(box_reg: list[Tensor], cells: Tensor, levels: Tensor, map_size: tuple[int, int]) -> Tensor:
+def dense_boxes_at(
+    box_reg: list[Tensor], ys: Tensor, xs: Tensor, levels: Tensor, map_size: tuple[int, int]
+) -> Tensor:
     """The dense box map B(x, y) (Eq. 14) at some cells of the stride-4 map of one image.
 
     Each level's l, t, r, b map is read bilinearly at the cell's position (exactly what
@@ -72,27 +74,37 @@ def dense_boxes_at(box_reg: list[Tensor], cells: Tensor, levels: Tensor, map_siz
 
     Args:
         box_reg: L x ``[4, h_i, w_i]`` l, t, r, b distances in input pixels, of one image.
-        cells: ``[P]`` int64 row-major indices into the ``map_size`` grid.
+        ys, xs: ``[P]`` int64 row and column of each cell in the ``map_size`` grid.
         levels: ``[P]`` int64 level + 1 of each cell (>= 1; background cells take no box).
         map_size: ``(h, w)`` of the stride-4 map.
 
     Returns:
         ``[P, 4]`` xyxy boxes in input pixels.
     """
-    h, w = map_size
-    ys, xs = cells // w, cells % w
-    # Normalised sampling points of the cell centres (grid_sample, align_corners=False).
-    grid = torch.stack(((2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1), dim=1).to(box_reg[0].dtype)
-    grid = grid.view(1, 1, -1, 2)
-    per_level = torch.stack(
-        [
-            F.grid_sample(r[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0, :, 0]
-            for r in box_reg
-        ]
-    )  # [L, 4, P]
-    ltrb = per_level.gather(0, (levels - 1)[None, None].expand(1, 4, -1))[0].T  # [P, 4]
-    points = torch.stack((xs, ys), dim=1).to(ltrb.dtype) * BOX_MAP_STRIDE + BOX_MAP_STRIDE // 2
-    return ltrb_to_boxes(points, ltrb)
+    dtype, device = box_reg[0].dtype, ys.device
+    # Per row and column of the map (few), then read per cell: the normalised sampling points
+    # of the cell centres (grid_sample, align_corners=False) and the centres in pixels.
+    lines = [torch.arange(n, device=device) for n in map_size]
+    normalised = [((2 * v + 1) / n - 1).to(dtype) for v, n in zip(lines, map_size, strict=True)]
+    centres = [v.to(dtype) * BOX_MAP_STRIDE + BOX_MAP_STRIDE // 2 for v in lines]
+    # Each cell read at its own level only: the cells grouped by level, one sampling per level.
+    order = torch.argsort(levels, stable=True)
+    counts = torch.bincount(levels - 1, minlength=len(box_reg)).tolist()
+    grid = torch.stack((normalised[1][xs[order]], normalised[0][ys[order]]), dim=1)  # [P, 2] by level
+    parts = [
+        F.grid_sample(
+            r[None], part.view(1, 1, -1, 2), mode="bilinear", padding_mode="border", align_corners=False
+        )
+        for r, part in zip(box_reg, grid.split(counts), strict=True)
+        if len(part)
+    ]  # [1, 4, 1, P_i] each
+    ltrb = torch.empty((4, len(ys)), dtype=dtype, device=device)
+    if parts:
+        ltrb.index_copy_(1, order, torch.cat(parts, dim=3)[0, :, 0])  # [4, P]
+    x, y = centres[1][xs], centres[0][ys]
+    # Eq. 8 inverted, x - l as x + (-1) * l (the same number): one operation for all four.
+    sign = torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=dtype, device=device)
+    return torch.stack((x, y, x, y), dim=1) + ltrb.T * sign
 
 
 def box_area(boxes: Tensor) -> Tensor:
@@ -127,16 +139,6 @@ def box_iou(a: Tensor, b: Tensor, variant: IouVariant = "iou") -> Tensor:
         torch.maximum(a[..., 3], b[..., 3]) - torch.minimum(a[..., 1], b[..., 1])
     ) + 1e-7
     return (inter + 1.0) / (union + 1.0) - (enclosing - union) / enclosing
-
-
-def pixel_query_overlap(pixel_boxes: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
-    """:func:`box_overlap` of every pixel's box ``[P, 4]`` with every query box ``[K, 4]``.
-
-    Returns:
-        ``inter [P, K]`` and ``union [P, K]`` (pixels major, so that per-pixel reductions
-        read contiguous memory).
-    """
-    return box_overlap(pixel_boxes[:, None, :], queries[None, :, :])
 
 
 def pixel_query_iou(pixel_boxes: Tensor, queries: Tensor, variant: IouVariant = "iou") -> Tensor:

@@ -194,12 +194,13 @@ def _decode_image(
         block_semantic, weights=(pixel_count * whole).double(), minlength=num_classes
     )
     free_pixels += band_free_pixels
-    for run in free.chunks(
-        band_runs.CHUNK_PIXELS if len(free) <= band_runs.CHUNK_PIXELS else band_runs.RUN_PIXELS
-    ):
-        free_pixels += torch.bincount(
-            run.read(semantic).reshape(-1)[run.valid.reshape(-1)].long(), minlength=num_classes
-        )
+    one_free_run = len(free) <= band_runs.CHUNK_PIXELS  # else runs, their classes read twice
+    free_step = band_runs.CHUNK_PIXELS if one_free_run else band_runs.RUN_PIXELS
+    free_classes = None
+    for run in free.chunks(free_step):
+        run_classes = run.read(semantic).reshape(-1).long()
+        free_pixels += torch.bincount(run_classes[run.valid.reshape(-1)], minlength=num_classes)
+        free_classes = run_classes if one_free_run else None
     stuff = stuff_lookup(free_pixels, is_thing, d.stuff_area)
 
     # The maps: per block, then the owned blocks (few), then per pixel where blocks are mixed.
@@ -215,20 +216,19 @@ def _decode_image(
     )
     if one_chunk:
         band_owner = placed.owner[num_blocks:]
+        band_ids = placed.new_id[band_owner]
         band.write(maps.semantic, torch.where(band_owned, classes[band_owner], stuff[band_classes]))
-        band.write(maps.instance, placed.new_id[band_owner])
-        boxes = segment_boxes(placed, owned_blocks, band_owned.nonzero().squeeze(1), (rows, cols), band)
+        band.write(maps.instance, band_ids)
+        boxes = segment_boxes(placed, owned_blocks, band_ids, (rows, cols), band)
     else:
         extents = band_runs.write_band_in_runs(
             maps, cell_masks, band, (rows, cols), (rows4, cols4), semantic, placed, classes, stuff,
             len(q.boxes), d,
         )  # fmt: skip
-        no_slots = torch.zeros(0, dtype=torch.long, device=device)
-        boxes = segment_boxes(placed, owned_blocks, no_slots, (rows, cols), band, extents)
-    for run in free.chunks(
-        band_runs.CHUNK_PIXELS if len(free) <= band_runs.CHUNK_PIXELS else band_runs.RUN_PIXELS
-    ):
-        run.write(maps.semantic, stuff[run.read(semantic).reshape(-1).long()])
+        boxes = segment_boxes(placed, owned_blocks, None, (rows, cols), band, extents)
+    for run in free.chunks(free_step):
+        run_classes = free_classes if one_free_run else run.read(semantic).reshape(-1).long()
+        run.write(maps.semantic, stuff[run_classes])
     return maps.result(placed, q, classes, boxes)
 
 
@@ -257,8 +257,8 @@ def _cell_masks(
 
     def boxes_at(cells: Tensor) -> Tensor:
         """B(x, y) of cells of the [hn, wn] grid (any level >= 1), clipped like the queries."""
-        full_grid = (cells // wn) * w4 + cells % wn
-        return clip_boxes(dense_boxes_at(box_reg, full_grid, level[cells].clamp(min=1), (h4, w4)), limits)
+        boxes = dense_boxes_at(box_reg, cells // wn, cells % wn, level[cells].clamp(min=1), (h4, w4))
+        return clip_boxes(boxes, limits)
 
     # M_j = P_loc * P_sem > sigma needs a box and P_sem > sigma (P_loc <= 1): only such
     # cells can be in a mask, which leaves out most of a street scene before the [P, K] work.
@@ -272,29 +272,41 @@ def _cell_masks(
     probability = thing_probability(cells)
     keep = probability.amax(dim=1) > d.mask_thresh
     cells, probability = cells[keep], probability[keep]
-    order = torch.argsort(_tile_index(cells, wn), stable=True)  # nearby cells together
+    tiles, order = torch.sort(_tile_index(cells, wn), stable=True)  # nearby cells together
     cells, probability = cells[order], probability[order]
+    boxes = boxes_at(cells)
     pair_cells, pair_queries = instance_masks(
-        boxes_at(cells), q.boxes, q.labels, probability, d.iou_variant, d.mask_thresh
+        boxes, tiles, q.boxes, q.labels, probability, d.iou_variant, d.mask_thresh
     )
+    known = torch.full((hn * wn,), -1, dtype=torch.long, device=cells.device)
+    known[cells] = torch.arange(len(cells), device=cells.device)  # row of boxes, probability
 
     def value(cells: Tensor, queries: Tensor) -> Tensor:
         """P_loc * P_sem of (cell, query) pairs (Eq. 5-6); 0 for cells without a box."""
-        # Neighbouring blocks share corners: read each cell's box once.
+        # Neighbouring blocks share corners: each cell once, and its box and P_sem computed
+        # above when it is in some mask's reach; the rest with a box now (a row of zeros last,
+        # read by the cells without a box).
         seen = torch.zeros(hn * wn, dtype=torch.bool, device=cells.device)
         seen[cells] = True
         distinct = seen.nonzero().squeeze(1)
+        row = known[distinct]
+        missing = (row < 0) & (level[distinct] > 0)
+        new = distinct[missing]
+        row[missing] = torch.arange(len(new), device=cells.device) + len(boxes)
         slot = torch.empty(hn * wn, dtype=torch.long, device=cells.device)
-        slot[distinct] = torch.arange(len(distinct), device=cells.device)
-        p_loc = box_iou(boxes_at(distinct)[slot[cells]], q.boxes[queries], d.iou_variant)
-        p_sem = thing_probability(distinct)[slot[cells], q.labels[queries]]
-        return torch.where(level[cells] > 0, p_loc * p_sem, 0.0)
+        slot[distinct] = row
+        at = slot[cells]
+        cell_boxes = torch.cat((boxes, boxes_at(new), boxes.new_zeros(1, 4)))
+        no_sem = probability.new_zeros((1, probability.shape[1]))
+        p_sem = torch.cat((probability, thing_probability(new), no_sem))
+        p_loc = box_iou(cell_boxes[at], q.boxes[queries], d.iou_variant)
+        return torch.where(level[cells] > 0, p_loc * p_sem[at, q.labels[queries]], 0.0)
 
     return CellMasks.from_pairs(cells[pair_cells], pair_queries, (hn, wn), len(q.boxes), value)
 
 
 #: Side (in stride-4 cells) of the square tiles the mask computation walks the image by.
-_TILE = 16
+_TILE = 8
 
 
 def _tile_index(cells: Tensor, width: int) -> Tensor:

@@ -73,15 +73,28 @@ def place_instances(
         num: K, the number of masks.
         weights: ``[U]`` pixels of each unit.
     """
-    keep = resolve_overlaps(pair_units, pair_instances, num, weights, overlap_threshold)  # [K]
+    # A unit in one mask is never covered: only its weight matters, so the units of one mask
+    # alone are pooled into one unit per mask; the overlaps are decided on the units in two
+    # or more masks (few) and these K pools, with exactly the same areas and covers.
+    device = weights.device
+    shared_pair = torch.bincount(pair_units, minlength=len(weights))[pair_units] > 1  # [E]
+    shared, shared_unit = torch.unique(pair_units[shared_pair], return_inverse=True)
+    alone = ~shared_pair
+    pools = torch.arange(num, device=device)
+    units = torch.cat((shared_unit, pools + len(shared)))
+    instances = torch.cat((pair_instances[shared_pair], pools))
+    unit_weights = torch.cat(
+        (weights[shared], torch.zeros(num, dtype=weights.dtype, device=device).index_add_(
+            0, pair_instances[alone], weights[pair_units[alone]]))
+    )  # fmt: skip
+    keep = resolve_overlaps(units, instances, num, unit_weights, overlap_threshold)  # [K]
     owner = first_kept(pair_units, pair_instances, keep, len(weights))  # [U], K = none
-    new_id = torch.zeros(num + 1, dtype=torch.long, device=weights.device)
+    new_id = torch.zeros(num + 1, dtype=torch.long, device=device)
     new_id[:num] = torch.cumsum(keep.long(), 0) * keep  # ids 1..K' in score order
     kept = keep.nonzero().squeeze(1)
-    instance = new_id[owner]
-    areas = torch.zeros(len(kept) + 1, device=weights.device, dtype=weights.dtype).index_add(
-        0, instance, weights
-    )
+    instance = new_id[first_kept(units, instances, keep, len(unit_weights))]
+    areas = torch.zeros(len(kept) + 1, device=device, dtype=weights.dtype)
+    areas.index_add_(0, instance, unit_weights)
     return Placement(owner=owner, new_id=new_id, kept=kept, areas=areas[1:])
 
 

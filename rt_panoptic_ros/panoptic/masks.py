@@ -15,13 +15,7 @@ from torch import Tensor
 from torchvision.ops import batched_nms
 
 from rt_panoptic_ros.config import FPN_STRIDES, DecoderConfig, IouVariant
-from rt_panoptic_ros.panoptic.boxes import (
-    clip_boxes,
-    locations,
-    ltrb_to_boxes,
-    pixel_query_iou,
-    pixel_query_overlap,
-)
+from rt_panoptic_ros.panoptic.boxes import box_iou, box_overlap, clip_boxes, locations, ltrb_to_boxes
 
 
 @dataclass
@@ -104,13 +98,14 @@ def select_queries(
     return Queries(image[keep], boxes[keep], labels[keep], scores[keep])
 
 
-#: Pixels per block of the mask computation on CPUs: keeps its [block, K] float temporaries
-#: in cache and lets each block skip the queries no box of it can touch (benchmarks/decoder.json).
-CPU_BLOCK_PIXELS = 2048
+#: Candidate (cell, query) pairs evaluated per step: a huge box meeting every query could
+#: otherwise make ``cells x queries`` pairs at once (tens of bytes each).
+PAIRS_PER_STEP = 1 << 21
 
 
 def instance_masks(
     pixel_boxes: Tensor,
+    tiles: Tensor,
     queries: Tensor,
     query_labels: Tensor,
     thing_probability: Tensor,
@@ -119,9 +114,14 @@ def instance_masks(
 ) -> tuple[Tensor, Tensor]:
     """M_j(x, y) = P_loc(x, y, j) * P_sem(x, y, c_j) > sigma for one image (Eq. 5-7).
 
+    P_loc > 0 needs the boxes to meet, so each tile of nearby pixels is tested against the
+    queries once (its pixels' boxes' extent against B_j), and only the (pixel, query) pairs
+    of tiles that meet a query are evaluated: a pixel of a street scene meets one or two of
+    up to a hundred queries, so this is a few times its pixels instead of ``P x K``.
+
     Args:
-        pixel_boxes: ``[P, 4]`` dense box map B(x, y) at the pixels considered, best ordered
-            by spatial tile (each block then meets few queries).
+        pixel_boxes: ``[P, 4]`` dense box map B(x, y) at the pixels considered.
+        tiles: ``[P]`` int64 tile of each pixel, non-decreasing (pixels grouped by tile).
         queries: ``[K, 4]`` xyxy query boxes B_j.
         query_labels: ``[K]`` int64 box-class channel of each query (its thing class c_j).
         thing_probability: ``[P, C_th]`` semantic probability of each thing class (P_sem).
@@ -130,41 +130,68 @@ def instance_masks(
 
     Returns:
         The masks as pairs: ``cells [E]`` and ``queries [E]`` int64, M_j(cell) true for each
-        pair, sorted by cell.
+        pair, grouped by tile, then by query.
     """
     device = queries.device
-    if device.type != "cpu":  # one block: a GPU wants the whole [P, K] at once
-        masks = _block_masks(
-            pixel_boxes, queries, thing_probability[:, query_labels], iou_variant, mask_thresh
-        )
-        cells, index = masks.nonzero().unbind(1)
-        return cells, index
+    _, tile, counts = torch.unique_consecutive(tiles, return_inverse=True, return_counts=True)  # [T]
+    first = torch.cumsum(counts, 0) - counts  # [T] first pixel of each tile
+    by_tile = tile[:, None].expand(-1, 2)
+    low = torch.full((len(counts), 2), torch.inf, device=device).scatter_reduce(
+        0, by_tile, pixel_boxes[:, :2], reduce="amin"
+    )  # fmt: skip
+    high = torch.full((len(counts), 2), -torch.inf, device=device).scatter_reduce(
+        0, by_tile, pixel_boxes[:, 2:], reduce="amax"
+    )  # fmt: skip
+    near = (queries[None, :, :2] < high[:, None]) & (queries[None, :, 2:] > low[:, None])
+    pair_tiles, pair_queries = near.all(dim=2).nonzero().unbind(1)  # [T, K] -> by tile, then query
+    sizes = counts[pair_tiles]  # [T'] pixels of each (tile, query) pair
     cells, index = [], []
-    for start in range(0, len(pixel_boxes), CPU_BLOCK_PIXELS):
-        boxes = pixel_boxes[start : start + CPU_BLOCK_PIXELS]
-        # P_loc > 0 needs the boxes to meet: skip queries outside the block's boxes' extent.
-        low, high = boxes[:, :2].amin(dim=0), boxes[:, 2:].amax(dim=0)
-        near = ((queries[:, :2] < high) & (queries[:, 2:] > low)).all(dim=1).nonzero().squeeze(1)
-        if len(near) == 0:
-            continue
-        p_sem = thing_probability[start : start + CPU_BLOCK_PIXELS, query_labels[near]]
-        block_cells, block_index = (
-            _block_masks(boxes, queries[near], p_sem, iou_variant, mask_thresh).nonzero().unbind(1)
-        )
-        cells.append(block_cells + start)
-        index.append(near[block_index])
+    for part in _parts(sizes, PAIRS_PER_STEP):
+        segment, cell = segment_positions(first[pair_tiles[part]], sizes[part])
+        query = pair_queries[part][segment]
+        hit = _pair_masks(
+            pixel_boxes[cell], queries[query], thing_probability[cell, query_labels[query]], iou_variant,
+            mask_thresh,
+        )  # fmt: skip
+        cells.append(cell[hit])
+        index.append(query[hit])
     if not cells:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, empty
     return torch.cat(cells), torch.cat(index)
 
 
-def _block_masks(
+def _parts(sizes: Tensor, limit: int) -> list[slice]:
+    """Consecutive slices of ``sizes`` summing to at most ``limit`` each (one element at least)."""
+    total = int(sizes.sum())
+    if total <= limit:
+        return [slice(0, len(sizes))]
+    ends = torch.cumsum(sizes, 0)
+    parts, start, done = [], 0, 0
+    while start < len(sizes):
+        stop = max(start + 1, int(torch.searchsorted(ends, done + limit, side="right")))
+        parts.append(slice(start, stop))
+        done, start = int(ends[stop - 1]), stop
+    return parts
+
+
+def segment_positions(starts: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
+    """Enumerate the ranges ``starts[s] .. starts[s] + counts[s] - 1`` one after the other.
+
+    Returns:
+        ``segment [T]`` (which range each element comes from) and ``position [T]``.
+    """
+    segment = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+    offset = torch.arange(len(segment), device=counts.device) - (torch.cumsum(counts, 0) - counts)[segment]
+    return segment, starts[segment] + offset
+
+
+def _pair_masks(
     pixel_boxes: Tensor, queries: Tensor, p_sem: Tensor, iou_variant: IouVariant, mask_thresh: float
 ) -> Tensor:
-    """Dense ``[B, K]`` bool masks of a block; ``p_sem``: ``[B, K]`` P_sem(c_j) at its pixels."""
+    """``[E]`` bool M_j of (pixel, query) pairs: boxes ``[E, 4]`` each, ``p_sem [E]``."""
     if iou_variant == "iou":
         # I / U * P_sem > sigma, without the division.
-        inter, union = pixel_query_overlap(pixel_boxes, queries)
+        inter, union = box_overlap(pixel_boxes, queries)
         return inter.mul_(p_sem) > union.mul_(mask_thresh)
-    return pixel_query_iou(pixel_boxes, queries, iou_variant) * p_sem > mask_thresh
+    return box_iou(pixel_boxes, queries, iou_variant) * p_sem > mask_thresh

@@ -59,7 +59,7 @@ class OutputMaps:
 def segment_boxes(
     placed: Placement,
     blocks: Tensor,
-    slots: Tensor,
+    band_ids: Tensor | None,
     axes: tuple[AxisBlocks, AxisBlocks],
     band: Band,
     extents: tuple[Tensor, Tensor] | None = None,
@@ -67,31 +67,42 @@ def segment_boxes(
     """Tight ``[K', 4]`` xyxy boxes (x2, y2 exclusive) of the kept instances, from the units they own.
 
     Args:
-        blocks: ``[B']`` the owned blocks (flat indices); slots: ``[P']`` the owned band slots;
-        extents: those of further pixels (:func:`box_extents`), if any.
+        blocks: ``[B']`` the owned blocks (flat indices); band_ids: ``[M * h * w]`` the segment
+            id of each band slot (0 = none, ``Placement.new_id`` of its owner), or None;
+            extents: those of further pixels (:func:`box_extents`), if any.
     """
     rows, cols = axes
     a, b = blocks // len(cols), blocks % len(cols)
-    y, x = band.coordinates(slots)
-    x0 = torch.cat((cols.start[b], x))
-    y0 = torch.cat((rows.start[a], y))
-    x1 = torch.cat((cols.start[b] + cols.length[b], x + 1))
-    y1 = torch.cat((rows.start[a] + rows.length[a], y + 1))
-    owners = torch.cat((placed.owner[blocks], placed.owner[len(rows) * len(cols) + slots]))
-    ids = placed.new_id[owners] - 1
-    lows, highs = box_extents(ids, (x0, y0, x1, y1), len(placed.kept), extents)
-    return torch.stack((lows[0], lows[1], highs[0], highs[1]), dim=1).float()
+    xyxy = (cols.start[b], rows.start[a], cols.start[b] + cols.length[b], rows.start[a] + rows.length[a])
+    extents = box_extents(placed.new_id[placed.owner[blocks]], xyxy, len(placed.kept), extents)
+    if band_ids is not None:
+        extents = band_extents(band, band_ids, len(placed.kept), extents)
+    lows, highs = extents
+    return torch.stack((lows[0, 1:], lows[1, 1:], highs[0, 1:], highs[1, 1:]), dim=1).float()
+
+
+def band_extents(
+    band: Band, ids: Tensor, count: int, start: tuple[Tensor, Tensor] | None
+) -> tuple[Tensor, Tensor]:
+    """:func:`box_extents` of the band's slots, ``ids [M * h * w]`` (0 = no instance).
+
+    Every slot goes in, the unowned ones to id 0: cheaper than selecting the owned ones
+    (padded slots repeat pixels of their blocks, so they add nothing)."""
+    m, h, w = band.valid.shape
+    y = band.y[:, :, None].expand(m, h, w).reshape(-1)
+    x = band.x[:, None, :].expand(m, h, w).reshape(-1)
+    return box_extents(ids, (x, y, x + 1, y + 1), count, start)
 
 
 def box_extents(
     ids: Tensor, xyxy: tuple[Tensor, Tensor, Tensor, Tensor], count: int, start: tuple[Tensor, Tensor] | None
 ) -> tuple[Tensor, Tensor]:
-    """``[2, count]`` lowest ``(x0, y0)`` and highest ``(x1, y1)`` per id of ``[n]`` boxes ``xyxy``,
-    taken together with ``start`` (if given)."""
+    """``[2, count + 1]`` lowest ``(x0, y0)`` and highest ``(x1, y1)`` per id (1..count; 0 = none,
+    a bin that is ignored) of ``[n]`` boxes ``xyxy``, taken together with ``start`` (if given)."""
     x0, y0, x1, y1 = xyxy
     if start is None:
-        lows = torch.full((2, count), torch.iinfo(torch.long).max, dtype=torch.long, device=ids.device)
-        highs = torch.zeros((2, count), dtype=torch.long, device=ids.device)
+        lows = torch.full((2, count + 1), torch.iinfo(torch.long).max, dtype=torch.long, device=ids.device)
+        highs = torch.zeros((2, count + 1), dtype=torch.long, device=ids.device)
     else:
         lows, highs = start
     lows = lows.scatter_reduce(1, ids[None].expand(2, -1), torch.stack((x0, y0)), reduce="amin")

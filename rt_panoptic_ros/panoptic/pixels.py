@@ -20,21 +20,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rt_panoptic_ros.panoptic.masks import segment_positions
 from rt_panoptic_ros.panoptic.sampling import AxisBlocks, AxisSampling, bilinear, fill_blocks
 
 #: Bits of one membership word (int64 without its sign bit).
 _WORD_BITS = 63
-
-
-def segment_positions(starts: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
-    """Enumerate the ranges ``starts[s] .. starts[s] + counts[s] - 1`` one after the other.
-
-    Returns:
-        ``segment [T]`` (which range each element comes from) and ``position [T]``.
-    """
-    segment = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
-    offset = torch.arange(len(segment), device=counts.device) - (torch.cumsum(counts, 0) - counts)[segment]
-    return segment, starts[segment] + offset
 
 
 @dataclass
@@ -91,11 +81,6 @@ class CellMasks:
         segment, position = segment_positions(self.ptr[cells[some]], counts[some])
         return units[some][segment], self.queries[position]
 
-    def contains(self, cells: Tensor, queries: Tensor) -> Tensor:
-        """``[E]`` bool: is cell ``cells[e]`` in mask ``queries[e]``?"""
-        words = self.words.view(-1, self.words.shape[-1])[cells, queries // _WORD_BITS]
-        return (words >> queries % _WORD_BITS) & 1 == 1
-
 
 def membership_words(slots: Tensor, queries: Tensor, num_slots: int, num_words: int) -> Tensor:
     """``[num_slots, num_words]`` int64 bit sets of (slot, query) pairs (each pair once), as
@@ -104,6 +89,27 @@ def membership_words(slots: Tensor, queries: Tensor, num_slots: int, num_words: 
     bits = torch.ones_like(queries) << queries % _WORD_BITS
     words.index_add_(0, slots * num_words + queries // _WORD_BITS, bits)
     return words.view(num_slots, num_words)
+
+
+def set_bits(words: Tensor) -> tuple[Tensor, Tensor]:
+    """The (row, query) pairs of ``[S, num_words]`` bit sets, in no particular order.
+
+    Each set word gives up its lowest bit per round (``x & -x``), so the rounds are as many
+    as the most masks a word holds (a few), each over the words still non-zero.
+    """
+    rows, word = (words != 0).nonzero().unbind(1)
+    bits = words[rows, word]
+    found_rows, found_queries = [], []
+    while len(bits):
+        lowest = bits & -bits  # a power of two, exact as a float64
+        found_rows.append(rows)
+        found_queries.append(word * _WORD_BITS + torch.frexp(lowest.double()).exponent - 1)
+        bits = bits ^ lowest
+        left = bits != 0
+        rows, word, bits = rows[left], word[left], bits[left]
+    if not found_rows:
+        return rows, word
+    return torch.cat(found_rows), torch.cat(found_queries).long()
 
 
 def word_members(words: Tensor) -> tuple[Tensor, Tensor]:
@@ -120,8 +126,11 @@ class Band:
 
     Blocks are nearly all of one size (4 x 4 pixels at the network's own resolution), so
     padding each to the largest (the first row and column of blocks are up to 1.5x as long)
-    turns every per-pixel step into one dense tensor operation. Padded slots are invalid:
-    they weigh nothing, are in no mask and are never written.
+    turns every per-pixel step into one dense tensor operation. A padded slot repeats a pixel
+    of its block (its row or column clamped to the block's last), so it reads what that pixel
+    reads and decides as it does: it weighs nothing in the areas, but it is in that pixel's
+    masks and is written with that pixel's value (the same value twice), so that writes need
+    no selection of the valid slots.
 
     Attributes:
         blocks: ``[M]`` flat index ``row_block * C + col_block`` of each block.
@@ -134,7 +143,6 @@ class Band:
     y: Tensor
     x: Tensor
     valid: Tensor
-    _pixels: tuple[Tensor, Tensor, Tensor] | None = None
 
     @classmethod
     def of(cls, flags: Tensor, rows: AxisBlocks, cols: AxisBlocks) -> Band:
@@ -166,27 +174,18 @@ class Band:
     def shape(self) -> tuple[int, int]:
         return self.valid.shape[1], self.valid.shape[2]
 
-    def coordinates(self, slots: Tensor) -> tuple[Tensor, Tensor]:
-        """Image ``(y, x)`` of slots (flat indices into the ``[M, h, w]`` grid)."""
-        h, w = self.shape
-        block, within = slots // (h * w), slots % (h * w)
-        return self.y[block, within // w], self.x[block, within % w]
-
     def read(self, image_map: Tensor) -> Tensor:
         """``[M, h, w]`` values of an ``[H, W]`` map at the slots."""
         return image_map[self.y[:, :, None], self.x[:, None, :]]
 
-    def pixels(self) -> tuple[Tensor, Tensor, Tensor]:
-        """The valid slots (flat indices) and their image ``(y, x)`` (computed once)."""
-        if self._pixels is None:
-            slots = self.valid.reshape(-1).nonzero().squeeze(1)
-            self._pixels = (slots, *self.coordinates(slots))
-        return self._pixels
-
     def write(self, image_map: Tensor, values: Tensor) -> None:
-        """Write ``[M, h, w]`` (or flat) values into an ``[H, W]`` map, valid slots only."""
-        slots, y, x = self.pixels()
-        image_map[y, x] = values.reshape(-1)[slots].to(image_map.dtype)
+        """Write ``[M, h, w]`` (or flat) values into an ``[H, W]`` map.
+
+        Every slot is written: a padded one must hold the value of the pixel it repeats (true
+        of anything decided from the slot's reads), so the duplicate writes agree.
+        """
+        index = self.y[:, :, None] * image_map.shape[1] + self.x[:, None, :]  # [M, h, w]
+        image_map.view(-1).index_copy_(0, index.view(-1), values.reshape(-1).to(image_map.dtype))
 
 
 def band_mask_pairs(
@@ -206,7 +205,8 @@ def band_mask_pairs(
             row and column :class:`AxisSampling` of the image.
 
     Returns:
-        ``slots [E]`` (flat indices into the band's ``[M, h, w]`` grid) and ``queries [E]``.
+        ``slots [E]`` (flat indices into the band's ``[M, h, w]`` grid, padded slots included,
+        in the masks of the pixels they repeat) and ``queries [E]``.
     """
     rows, cols = axes
     rows4, cols4 = sampling
@@ -216,29 +216,23 @@ def band_mask_pairs(
         (rows.low[a] * wn + cols.low[b], rows.low[a] * wn + cols.high[b],
          rows.high[a] * wn + cols.low[b], rows.high[a] * wn + cols.high[b])
     )  # [4, M]  # fmt: skip
-    # Every mask of any corner once: from the first corner that is in it.
-    m = len(band.blocks)
-    entry, query = masks.expand(torch.arange(4 * m, device=a.device), corners.reshape(-1))
-    block, corner = entry % m, entry // m
-    held = [masks.contains(corners[k][block], query) for k in range(4)]  # 4 x [E]
-    first = torch.where(held[0], 0, torch.where(held[1], 1, torch.where(held[2], 2, 3)))
-    once = (first == corner).nonzero().squeeze(1)
-    block, query, held = block[once], query[once], [h[once] for h in held]
+    # Per block, the masks all four corners are in and those only some are in, as bit sets.
+    words = masks.words.view(-1, masks.words.shape[-1])[corners]  # [4, M, num_words]
+    every = words[0] & words[1] & words[2] & words[3]
+    some = (words[0] | words[1] | words[2] | words[3]) ^ every
     h, w = band.shape
-    slots, queries = [], []
-    # A mask in all four corners is in every pixel of the block.
-    inside = (held[0] & held[1] & held[2] & held[3]).nonzero().squeeze(1)
-    e, within = band.valid[block[inside]].view(len(inside), h * w).nonzero().unbind(1)
-    slots.append(block[inside][e] * (h * w) + within)
-    queries.append(query[inside][e])
+    # A mask in all four corners is in every pixel of the block (and every padded slot: a
+    # padded slot is in the masks of the pixel it repeats, see Band).
+    block, query = set_bits(every)
+    within = torch.arange(h * w, device=block.device)
+    slots = [(block[:, None] * (h * w) + within).view(-1)]
+    queries = [query.repeat_interleave(h * w)]
     # The others: bilinear P_loc * P_sem per pixel, then the threshold.
-    partial = (~(held[0] & held[1] & held[2] & held[3])).nonzero().squeeze(1)
-    block, query = block[partial], query[partial]
+    block, query = set_bits(some)
     values = masks.value(corners[:, block].reshape(-1), query.repeat(4)).view(4, -1, 1, 1)  # [4, E, 1, 1]
     fy = rows4.frac[band.y[block]][:, :, None]  # [E, h, 1]
     fx = cols4.frac[band.x[block]][:, None, :]  # [E, 1, w]
     hit = bilinear(values[0], values[1], values[2], values[3], fy, fx) > mask_thresh
-    hit &= band.valid[block]
     e, within = hit.view(len(block), h * w).nonzero().unbind(1)
     slots.append(block[e] * (h * w) + within)
     queries.append(query[e])
@@ -256,7 +250,7 @@ def semantic_at_pixels(
 
     The stride-8 argmax is repeated over the pixels of each square whose four corners share
     it (a convex combination keeps it first); squares whose corners disagree are evaluated
-    densely over their pixels, square shape by square shape (nearly all are one shape).
+    densely over their pixels.
 
     Args:
         logits8: ``[C, h8, w8]``; semantic8: ``[hn8, wn8]`` their argmax on the cells read;
@@ -267,21 +261,26 @@ def semantic_at_pixels(
     rows, cols = rows8.blocks, cols8.blocks
     pixels = fill_blocks(semantic8[rows.low][:, cols.low].to(dtype), rows, cols)  # [H, W]
     a, b = semantic_mixed[rows.low][:, cols.low].nonzero().unbind(1)  # mixed squares, as blocks
-    span = int(cols.length.max()) + 1
-    shapes, inverse = torch.unique(rows.length[a] * span + cols.length[b], return_inverse=True)
-    for k, shape in enumerate(shapes.tolist()):
-        h, w = shape // span, shape % span
-        # Squares a few at a time: an image far larger than the network input has squares of
-        # 10^5 pixels, and all of them at once would take gigabytes of float temporaries.
-        squares = (inverse == k).nonzero().squeeze(1)
-        step = _CHUNK_PIXELS if len(squares) * h * w <= _CHUNK_PIXELS else _RUN_PIXELS
-        for members in squares.split(max(1, step // (h * w))):
-            y = rows.start[a[members]][:, None] + torch.arange(h, device=a.device)  # [n, h]
-            x = cols.start[b[members]][:, None] + torch.arange(w, device=a.device)  # [n, w]
-            found = _square_argmax(
-                logits8, (rows.low[a[members]], cols.low[b[members]]), rows8.frac[y], cols8.frac[x]
-            )
-            pixels[y[:, :, None], x[:, None, :]] = found.to(dtype)
+    if len(a) == 0:
+        return pixels
+    # One padded [n, h, w] grid for squares of every shape (nearly all are one), as in Band: a
+    # padded pixel repeats its square's last row or column, decides as it and writes the same.
+    h, w = int(rows.length[a].max()), int(cols.length[b].max())
+    dy, dx = torch.arange(h, device=a.device), torch.arange(w, device=a.device)
+    y = rows.start[a][:, None] + torch.minimum(dy, rows.length[a][:, None] - 1)  # [n, h]
+    x = cols.start[b][:, None] + torch.minimum(dx, cols.length[b][:, None] - 1)  # [n, w]
+    # Squares a few at a time: an image far larger than the network input has squares of
+    # 10^5 pixels, and all of them at once would take gigabytes of float temporaries.
+    step = _CHUNK_PIXELS if len(a) * h * w <= _CHUNK_PIXELS else _RUN_PIXELS
+    per = max(1, step // (h * w))
+    for start in range(0, len(a), per):
+        members = slice(start, start + per)
+        ym, xm = y[members], x[members]
+        found = _square_argmax(
+            logits8, (rows.low[a[members]], cols.low[b[members]]), rows8.frac[ym], cols8.frac[xm]
+        )
+        index = ym[:, :, None] * pixels.shape[1] + xm[:, None, :]  # [n, h, w] flat
+        pixels.view(-1).index_copy_(0, index.view(-1), found.to(dtype).view(-1))
     return pixels
 
 
