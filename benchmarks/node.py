@@ -6,21 +6,23 @@ usage: python benchmarks/node.py [--model models/small_synthetic.pt] [--height 1
 
 One run, side by side, on the same synthetic street scenes (``--frames`` of them, cycled):
 
-1. the Predictor in this process, frame after frame: its own rate (frames / s) and latency;
-2. ``panoptic_node`` in its own process over DDS, all four outputs subscribed, the camera
-   sending faster than the node can answer (1.5x the Predictor's rate) for ``--seconds``: the
-   rate of *complete* frames (all four outputs arrived) over the steady part, as a ratio of
-   the Predictor's rate;
-3. the same node fed lock-step (each frame after the previous one's four outputs arrived):
-   median latency publish -> last output, minus the Predictor's median;
+1. the Predictor in this process, frame after frame, before and after the node's run (their
+   mean is the figure: this machine's speed drifts): its own rate (frames / s) and latency;
+2. ``panoptic_node`` in its own process over DDS, all four outputs subscribed, fed lock-step
+   (each frame after the previous one's four outputs arrived): median latency publish -> last
+   output, minus the Predictor's median;
+3. the same node with the camera sending faster than the node can answer (1.5x the
+   Predictor's rate) for ``--seconds``: the rate of *complete* frames (all four outputs
+   arrived) over the steady part, as a ratio of the Predictor's rate;
 4. the node's own per-stage times (``/diagnostics``: convert, upload, infer, decode, track,
-   overlay, publish; p50 ms), summed per pipeline thread (prepare = convert + upload, infer =
-   infer + decode, publish = track + overlay + publish), from which a GPU's rate is estimated
-   until it can be measured: a pipeline runs at its slowest thread's pace, so with the network
-   and decoder taking ``--gpu-infer-ms`` at 1024x2048 (default 10 ms, a current GPU with
-   TensorRT; the paper's V100 with TensorRT took 33 ms, 30.3 FPS, Sec. 5.4), the node
-   delivers ``1000 / max(prepare, gpu, publish)`` frames/s against the model's ``1000 / gpu``
-   (assuming the CPU threads cost what they cost here and do not slow each other).
+   overlay, publish; p50 ms) after 2 and after 3, summed per pipeline thread (prepare =
+   convert + upload, infer = infer + decode, publish = track + overlay + publish; where each
+   stage runs depends on the device, ``ros/pipeline.py``). From the lock-step ones a GPU's
+   rate is estimated until it can be measured: a pipeline runs at its slowest thread's pace,
+   so with the network and decoder taking ``--gpu-infer-ms`` at 1024x2048 (default 10 ms, a
+   current GPU with TensorRT; the paper's V100 with TensorRT took 33 ms, 30.3 FPS, Sec. 5.4),
+   the node delivers ``1000 / max(prepare, gpu, publish)`` frames/s against the model's
+   ``1000 / gpu`` (the CPU threads costing what they cost here, not slowing each other).
 
 ``--node-env NAME=VALUE ...`` sets environment variables of the node's process only (e.g.
 ``OMP_NUM_THREADS=1``), to compare settings side by side.
@@ -37,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -70,6 +73,26 @@ def predictor_figures(model: str, frames: list, count: int) -> dict:
         predictor(frames[k % len(frames)])
         times.append(time.perf_counter() - begin)
     return {"fps": count / (time.perf_counter() - start), "median_ms": statistics.median(times) * 1000}
+
+
+def stage_figures(diagnostics: list[DiagnosticArray]) -> dict[str, Any]:
+    """The node's stage p50s (ms) from its next ``/diagnostics`` message, and their sums per
+    pipeline thread."""
+    seen = len(diagnostics)
+    deadline = time.monotonic() + 5.0
+    while len(diagnostics) == seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+    values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values} if diagnostics else {}
+    stages = {k: float(v) for k, v in values.items() if k.endswith("_p50_ms") and not k.startswith("latency")}
+    threads = {
+        name: round(sum(stages.get(f"{stage}_p50_ms", 0.0) for stage in names), 2)
+        for name, names in PIPELINE_THREADS.items()
+    }
+    return {
+        "stages": stages,
+        "threads": threads,
+        "latency_p50_ms": float(values.get("latency_p50_ms", "nan")),
+    }
 
 
 def complete(recorder: OutputRecorder, key: int) -> bool:
@@ -116,10 +139,16 @@ def main() -> None:
         while not recorder.connected() and time.monotonic() < deadline:
             time.sleep(0.05)
         for frame in frames[:2]:  # warm the path up (and let the node match the recorder)
-            key = camera.send(frame)
-            deadline = time.monotonic() + 60
-            while not complete(recorder, key) and time.monotonic() < deadline:
-                time.sleep(0.005)
+            recorder.wait_complete(camera.send(frame), 60.0)
+
+        # 3. lock-step latency, first: the node's stage times then are those of frames alone
+        arrival = recorder.received.arrival
+        latencies = []
+        for k in range(args.lockstep):
+            key = camera.send(frames[k % len(frames)])
+            if recorder.wait_complete(key, 60.0):
+                latencies.append(max(arrival[n][key] for n in NAMES) - camera.sent[key])
+        alone_stages = stage_figures(diagnostics)
 
         # 2. camera faster than the node: complete frames per second over the steady part
         period = 1.0 / (1.5 * predictor["fps"])
@@ -128,22 +157,10 @@ def main() -> None:
             sent.append(camera.send(frames[len(sent) % len(frames)]))
             time.sleep(max(0.0, start + len(sent) * period - time.monotonic()))
         time.sleep(3.0)  # the last answers arrive
-        arrival = recorder.received.arrival
         done = sorted(max(arrival[n][k] for n in NAMES) for k in sent if complete(recorder, k))
         steady = done[len(done) // 5 :]  # skip the first fifth: start-up
         node_fps = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 1 else 0.0
-
-        # 3. lock-step latency
-        latencies = []
-        for k in range(args.lockstep):
-            key = camera.send(frames[k % len(frames)])
-            deadline = time.monotonic() + 60
-            while not complete(recorder, key) and time.monotonic() < deadline:
-                time.sleep(0.001)
-            if complete(recorder, key):
-                latencies.append(max(arrival[n][key] for n in NAMES) - camera.sent[key])
-        time.sleep(1.5)  # one more diagnostics message, covering the lock-step frames
-        stages = {kv.key: kv.value for kv in diagnostics[-1].status[0].values} if diagnostics else {}
+        loaded_stages = stage_figures(diagnostics)
     finally:
         spinner.stop()
         camera.destroy_node()
@@ -151,17 +168,16 @@ def main() -> None:
         rclpy.shutdown(context=context)
         stop_node(process)
 
+    after = predictor_figures(args.model, frames, max(10, args.lockstep))
+    print(f"predictor after: {after['fps']:.2f} FPS, median {after['median_ms']:.1f} ms", file=sys.stderr)
+    predictor_fps = (predictor["fps"] + after["fps"]) / 2
+    predictor_ms = (predictor["median_ms"] + after["median_ms"]) / 2
     node_ms = statistics.median(latencies) * 1000 if latencies else float("nan")
-    stage_ms = {
-        k: float(v) for k, v in stages.items() if k.endswith("_p50_ms") and not k.startswith("latency")
-    }
-    threads = {
-        name: round(sum(stage_ms.get(f"{stage}_p50_ms", 0.0) for stage in stages), 2)
-        for name, stages in PIPELINE_THREADS.items()
-    }
+    threads = alone_stages["threads"]
     slowest_cpu_thread = max(threads["prepare"], threads["publish"])
     gpu_case = {
         "assumed_infer_decode_ms": args.gpu_infer_ms,
+        "cpu_threads_from": "lock-step stage times (frames alone, as on a machine with cores to spare)",
         "node_fps": round(1000 / max(args.gpu_infer_ms, slowest_cpu_thread), 1),
         "model_fps": round(1000 / args.gpu_infer_ms, 1),
         "node_over_model_rate": round(args.gpu_infer_ms / max(args.gpu_infer_ms, slowest_cpu_thread), 3),
@@ -171,16 +187,19 @@ def main() -> None:
         "panoptic_node vs its Predictor: complete-frame rate, lock-step overhead, stage times",
         model=Path(args.model).name, input=[args.height, args.width], frames=args.frames,
         backend="torch (CPU)", transport=f"reliable, two processes, {profile.describe()}",
-        predictor_fps=round(predictor["fps"], 3), predictor_median_ms=round(predictor["median_ms"], 1),
+        predictor_fps=round(predictor_fps, 3), predictor_median_ms=round(predictor_ms, 1),
+        predictor_before_after_fps=[round(predictor["fps"], 3), round(after["fps"], 3)],
         camera_hz=round(1 / period, 2), sent=len(sent), complete_frames=len(done),
-        node_complete_fps=round(node_fps, 3), node_over_predictor_rate=round(node_fps / predictor["fps"], 3),
+        node_complete_fps=round(node_fps, 3), node_over_predictor_rate=round(node_fps / predictor_fps, 3),
         lockstep_node_median_ms=round(node_ms, 1),
-        lockstep_overhead_ms=round(node_ms - predictor["median_ms"], 1),
-        node_stage_p50_ms=stage_ms,
-        node_thread_p50_ms=threads,
+        lockstep_overhead_ms=round(node_ms - predictor_ms, 1),
+        node_stage_p50_ms_lockstep=alone_stages["stages"],
+        node_thread_p50_ms_lockstep=threads,
+        node_stage_p50_ms_camera_faster=loaded_stages["stages"],
+        node_thread_p50_ms_camera_faster=loaded_stages["threads"],
         gpu_case_estimate=gpu_case,
         node_env=args.node_env,
-        node_latency_p50_ms=float(stages.get("latency_p50_ms", "nan")),
+        node_latency_p50_ms_camera_faster=loaded_stages["latency_p50_ms"],
     )  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""Keep-latest slots between the subscription callbacks and the inference thread.
+"""Keep-latest slots between the subscription callbacks and the inference thread, and the
+one-job handoff between two stage threads.
 
 A camera publishes faster than a CPU can segment; queueing frames would make every output
 later than the one before (the existing ROS wrapper of this paper lags this way). The slot
@@ -101,6 +102,41 @@ class MultiSlot:
 
     def close(self) -> None:
         """Wake the consumer for good (shutdown)."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+
+
+class Handoff:
+    """One job between two stage threads: ``put`` waits until the last one was taken, so nothing
+    queues up between them."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._job: Any = None
+        self._closed = False
+
+    def put(self, job: Any) -> bool:
+        """Hand ``job`` on (blocks while the previous one waits); ``False`` once closed."""
+        with self._condition:
+            self._condition.wait_for(lambda: self._job is None or self._closed)
+            if self._closed:
+                return False
+            self._job = job
+            self._condition.notify_all()
+            return True
+
+    def take(self) -> Any:
+        """The next job (blocks); ``None`` once closed."""
+        with self._condition:
+            self._condition.wait_for(lambda: self._job is not None or self._closed)
+            if self._closed:
+                return None
+            job, self._job = self._job, None
+            self._condition.notify_all()
+            return job
+
+    def close(self) -> None:
         with self._condition:
             self._closed = True
             self._condition.notify_all()

@@ -17,6 +17,7 @@ import ctypes
 import gc
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -117,14 +118,19 @@ class PanopticCore:
                     description="name of each semantic class id (from the model file)", read_only=True
                 ),
             )
-        try:
-            self.predictor = Predictor(
-                source, device=startup["device"], backend=startup["backend"], cfg=cfg,
-                precision=None if startup["precision"] == "auto" else startup["precision"],
-                calibration_dir=startup["calibration_dir"] or None,
-            )  # fmt: skip
-        except (RTPanopticError, RuntimeError) as error:
-            raise StartupError(f"backend/device: {error}") from None
+        # Loading and warming up run torch ops; on a thread that ends with them, so that the
+        # OpenMP team torch gives that thread ends too (a live one slows the infer thread's
+        # parallel ops, ``pipeline.py``): the lifecycle node configures on its executor's thread.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="panoptic-load") as loader:
+            try:
+                self.predictor = loader.submit(
+                    Predictor, source, device=startup["device"], backend=startup["backend"], cfg=cfg,
+                    precision=None if startup["precision"] == "auto" else startup["precision"],
+                    calibration_dir=startup["calibration_dir"] or None,
+                ).result()  # fmt: skip
+            except (RTPanopticError, RuntimeError) as error:
+                raise StartupError(f"backend/device: {error}") from None
+            loader.submit(self._warmup).result()
         self.publish_overlay: bool = runtime["publish_overlay"]
         self.overlay_alpha: float = runtime["overlay_alpha"]
         self.overlay_scale: float = runtime["overlay_scale"]
@@ -151,7 +157,6 @@ class PanopticCore:
         self._publish_label_info(cfg)
 
         self._last_warning: dict[str, float] = {}
-        self._warmup()
 
         self.max_input_pixels: int = startup["max_input_pixels"]
         self.tracking = tracking_settings(runtime, TrackingSettings())

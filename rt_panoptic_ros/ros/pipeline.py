@@ -1,20 +1,35 @@
-"""The node's frame pipeline, ROS-free: keep-latest slots and three overlapping stages.
+"""The node's frame pipeline, ROS-free: keep-latest slots and overlapping stages on threads.
+
+On a GPU (three threads):
 
     subscriptions -> [slots] -> prepare -> [handoff] -> infer -> [handoff] -> publish
                      keep latest  convert,            network,             track, overlay,
                      per camera   upload (one batch)  decode, download     messages, publish
 
-Each stage runs on its own thread, so while frame n is inferred, frame n-1's overlay and
-messages are built and published and frame n+1 is converted and uploaded: the node's rate is
-its slowest stage's (the network), not the sum of all. Between the stages a handoff holds one
-job and blocks its producer until the next stage takes it, so nothing queues up: a frame
-that waits in the slot is replaced by a newer one (counted as dropped), and a frame's latency
-stays bounded by about two network calls plus publishing.
+While frame n is inferred, frame n-1's overlay and messages are built and published and frame
+n+1 is converted and uploaded: the node's rate is its slowest stage's (the network), not the
+sum of all. Between the stages a handoff holds one job and blocks its producer until the next
+stage takes it, so nothing queues up: a frame that waits in the slot is replaced by a newer one
+(counted as dropped), and a frame's latency stays bounded by about two network calls plus
+publishing.
 
-The decoder's config is swapped whole (:meth:`FramePipeline.set_config`); each frame reads it
-once, so a frame never sees half of a change. Per-stage times (ms) go to
-:attr:`FramePipeline.stage_times` for the diagnostics; the node's ``publish`` callback adds
-its own (``overlay``, ``publish``) to ``job.times``.
+On a CPU (two threads): the infer thread takes the newest frames from the slots itself and
+converts, uploads, infers, decodes and tracks them; the publish thread builds and publishes.
+
+    subscriptions -> [slots] -> infer ----------------------------------> [handoff] -> publish
+                                convert, upload, network, decode, track               overlay, ...
+
+**One torch thread on a CPU.** Each thread that runs a parallel torch op keeps an OpenMP team of
+its own alive, and once a process's OpenMP threads outnumber its cores, libgomp lets idle
+workers sleep after a few spins instead of waiting for the next parallel region: every region
+then pays to wake them. So on a CPU every torch op of the pipeline runs on the infer thread and
+the publish thread runs numpy, OpenCV and rclpy only. Measured here (2 cores, bundled model,
+1024x2048, frames one at a time): with upload on a prepare thread the network took 35 ms and
+the decoder 47, against 24 and 40 for the Predictor alone in the same process. A prepare
+thread would then only convert (a view for rgb8) while holding a frame back from the slot: a
+frame taken by the infer thread when it is free is the newest one, a network call fresher. On a
+GPU the infer thread's ops run on the device, and upload (a host-to-device copy) overlaps the
+network on the prepare thread.
 
 Several cameras share one network: each camera has its own keep-latest slot
 (:class:`~rt_panoptic_ros.ros.frame_slot.MultiSlot`), and the prepare stage takes the newest
@@ -24,10 +39,10 @@ padded into it by the Predictor), so the network and decoder run once for all of
 that sends nothing never holds the others up longer. Counters per camera are in
 :attr:`FramePipeline.cameras`.
 
-Tracking (:mod:`rt_panoptic_ros.tracking`) runs on the publish thread, which takes the frames
-of each camera in the order they were received: one tracker per camera, so ids of different
-cameras never interact. A camera whose stamps go back in time (a bag replayed again) starts its
-tracks afresh.
+Tracking (:mod:`rt_panoptic_ros.tracking`) runs after decoding (on the infer thread on a CPU,
+the publish thread on a GPU), each taking the frames of each camera in the order they were
+received: one tracker per camera, so ids of different cameras never interact. A camera whose
+stamps go back in time (a bag replayed again) starts its tracks afresh.
 
 Nothing here imports ROS: the node hands in ``convert`` (message -> RGB), ``wanted`` (which
 outputs of a camera anyone listens to), ``publish`` (job -> messages on the wire) and
@@ -46,7 +61,7 @@ import numpy as np
 
 from rt_panoptic_ros.config import Config
 from rt_panoptic_ros.panoptic import PanopticResult
-from rt_panoptic_ros.ros.frame_slot import MultiSlot
+from rt_panoptic_ros.ros.frame_slot import Handoff, MultiSlot
 from rt_panoptic_ros.ros.stats import LatencyWindow, RateWindow
 from rt_panoptic_ros.runtime import Predictor
 from rt_panoptic_ros.tracking import PanopticTracker, TrackingSettings
@@ -108,40 +123,6 @@ class CameraCounters:
     output_rate: RateWindow = field(default_factory=RateWindow)
 
 
-class Handoff:
-    """One (batch) job between two stage threads: ``put`` waits until the last one was taken."""
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._job: BatchJob | None = None
-        self._closed = False
-
-    def put(self, job: BatchJob) -> bool:
-        """Hand ``job`` on (blocks while the previous one waits); ``False`` once closed."""
-        with self._condition:
-            self._condition.wait_for(lambda: self._job is None or self._closed)
-            if self._closed:
-                return False
-            self._job = job
-            self._condition.notify_all()
-            return True
-
-    def take(self) -> BatchJob | None:
-        """The next job (blocks); ``None`` once closed."""
-        with self._condition:
-            self._condition.wait_for(lambda: self._job is not None or self._closed)
-            if self._closed:
-                return None
-            job, self._job = self._job, None
-            self._condition.notify_all()
-            return job
-
-    def close(self) -> None:
-        with self._condition:
-            self._closed = True
-            self._condition.notify_all()
-
-
 class FramePipeline:
     """Frames in (:meth:`put`, never blocks), published outputs out, on three threads.
 
@@ -164,6 +145,8 @@ class FramePipeline:
             frames before inferring without them (0: take what is there, never wait).
         tracking: track instances (one tracker per camera); ``None``: off.
         stamp_of: a message's time as an integer (e.g. ns), for the trackers' restart rule.
+        one_torch_thread: the two-thread layout, every torch op on the infer thread (see
+            above); default: on a CPU device.
     """
 
     def __init__(
@@ -180,8 +163,12 @@ class FramePipeline:
         batch_wait_s: float = 0.0,
         tracking: TrackingSettings | None = None,
         stamp_of: Callable[[Any], int] | None = None,
+        one_torch_thread: bool | None = None,
     ) -> None:
         self.predictor = predictor
+        if one_torch_thread is None:
+            one_torch_thread = getattr(predictor.device, "type", "cpu") == "cpu"
+        self.one_torch_thread = one_torch_thread
         self._cfg = cfg
         self._convert, self._wanted, self._publish = convert, wanted, publish
         self._on_error, self._stopping = on_error, stopping
@@ -201,7 +188,7 @@ class FramePipeline:
         self._threads = [
             threading.Thread(target=self._loop, args=(step,), name=f"panoptic-{name}", daemon=True)
             for name, step in stages
-            if not (infer_in_caller and name == "infer")
+            if not (infer_in_caller and name == "infer") and not (one_torch_thread and name == "prepare")
         ]
         for thread in self._threads:
             thread.start()
@@ -268,9 +255,19 @@ class FramePipeline:
             pass
 
     def _prepare(self) -> bool:
+        work = self._take_frames()
+        if work is None:
+            return False
+        if work is _NOTHING or not self._upload(work):
+            return True
+        return self._to_infer.put(work)
+
+    def _take_frames(self) -> BatchJob | Any | None:
+        """The newest frame of every camera that has one, converted: a batch job (not yet
+        uploaded); :data:`_NOTHING` when none is left to infer; ``None`` once closed."""
         frames = self.slot.take(self.batch_wait_s)
         if frames is None:
-            return False
+            return None
         cfg, jobs = self._cfg, []
         for camera, frame in frames.items():
             wanted = frozenset(self._wanted(camera))
@@ -281,18 +278,24 @@ class FramePipeline:
             job.rgb = self._timed(job.times, [job], "convert", self._convert, job.message)
             if job.rgb is not _FAILED:
                 jobs.append(job)
-        if not jobs:
-            return True
-        work = BatchJob(jobs, cfg)
-        work.batch = self._timed(work.times, jobs, "upload", self.predictor.upload, [j.rgb for j in jobs])
-        if work.batch is _FAILED:
-            return True
-        return self._to_infer.put(work)
+        return BatchJob(jobs, cfg) if jobs else _NOTHING
+
+    def _upload(self, work: BatchJob) -> bool:
+        images = [j.rgb for j in work.jobs]
+        work.batch = self._timed(work.times, work.jobs, "upload", self.predictor.upload, images)
+        return work.batch is not _FAILED
 
     def _infer(self) -> bool:
-        work = self._to_infer.take()
-        if work is None:
-            return False
+        if self.one_torch_thread:  # takes, converts and uploads the frames itself
+            work = self._take_frames()
+            if work is None:
+                return False
+            if work is _NOTHING or not self._upload(work):
+                return True
+        else:
+            work = self._to_infer.take()
+            if work is None:
+                return False
         heads = self._timed(work.times, work.jobs, "infer", self.predictor.infer, work.batch.images)
         if heads is not _FAILED:
             results = self._timed(work.times, work.jobs, "decode", self._decode, heads, work)
@@ -303,6 +306,8 @@ class FramePipeline:
                 for job, result in zip(work.jobs, results, strict=True):
                     job.result = result
                     job.times.update(work.times)
+                if self.one_torch_thread:
+                    work.jobs = [job for job in work.jobs if self._track_one(job)]
                 return self._to_publish.put(work)
         return True
 
@@ -319,12 +324,8 @@ class FramePipeline:
         return True
 
     def _deliver_one(self, job: Job) -> None:
-        tracker = self.trackers.get(job.camera)  # one read: the dict may be swapped meanwhile
-        if tracker is not None:
-            tracked = self._timed(job.times, [job], "track", self._track, tracker, job)
-            if tracked is _FAILED:
-                return
-            job.result = tracked
+        if not self.one_torch_thread and not self._track_one(job):
+            return
         started = time.perf_counter()
         if self._timed(job.times, [job], "deliver", self._publish, job) is _FAILED:
             return
@@ -341,6 +342,17 @@ class FramePipeline:
         counters.latency.add(latency)
         self.output_rate.tick()
         self.latency.add(latency)
+
+    def _track_one(self, job: Job) -> bool:
+        """Give ``job``'s result its camera's track ids (if tracking is on); ``False``: it failed."""
+        tracker = self.trackers.get(job.camera)  # one read: the dict may be swapped meanwhile
+        if tracker is None:
+            return True
+        tracked = self._timed(job.times, [job], "track", self._track, tracker, job)
+        if tracked is _FAILED:
+            return False
+        job.result = tracked
+        return True
 
     def _track(self, tracker: PanopticTracker, job: Job) -> PanopticResult:
         stamp = self._stamp_of(job.message) if self._stamp_of is not None else None
@@ -366,3 +378,5 @@ class FramePipeline:
 
 #: What :meth:`FramePipeline._timed` returns for a failed step (``None`` is a valid value).
 _FAILED: Any = object()
+#: What :meth:`FramePipeline._take_frames` returns when no frame it took is to be inferred.
+_NOTHING: Any = object()

@@ -70,6 +70,7 @@ class OutputRecorder(Node):
         super().__init__("panoptic_output_recorder", namespace=namespace, **kwargs)
         self.received = Received()
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # notified on every message
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self._output_subscriptions = []
         for name in outputs:
@@ -91,8 +92,19 @@ class OutputRecorder(Node):
                 key = stamp_key(message.header)
                 self.received.messages[name][key] = message
                 self.received.arrival[name][key] = time.monotonic()
+                self._arrived.notify_all()
 
         return store
+
+    def wait_complete(self, key: int, timeout: float) -> bool:
+        """Wait until the frame stamped ``key`` has arrived on every recorded output; its result.
+
+        Sleeps until a message arrives instead of polling, so a benchmark that waits does not
+        take CPU time (and cache) from the processes it measures.
+        """
+        arrival = self.received.arrival
+        with self._arrived:
+            return self._arrived.wait_for(lambda: all(key in times for times in arrival.values()), timeout)
 
     def count(self, name: str) -> int:
         with self._lock:
