@@ -76,8 +76,8 @@ def main(args: list[str] | None = None) -> int:
 
     Before ``rclpy.init`` creates the process's DDS participant, the shipped Fast DDS profile
     is given to it unless a profile is already set or ``RT_PANOPTIC_DDS_PROFILE=off``
-    (``dds_profile.py``). The main thread runs inference (torch is fastest there,
-    ``pipeline.py``); ROS callbacks are spun on another thread.
+    (``dds_profile.py``). The main thread runs inference (``pipeline.py``); ROS callbacks are
+    spun on another thread.
     """
     profile = use_shipped_profile()
     try:

@@ -136,10 +136,11 @@ class FramePipeline:
         on_error: ``(stage, error)`` for a frame that failed; the pipeline keeps running.
         stopping: ``True`` while the host is shutting down: failures then are not errors.
         infer_in_caller: no infer thread: the thread that calls :meth:`run_inference` (the
-            process's main thread) runs that stage. Measured here (2 cores, 1024x2048, bundled
-            model, rclpy spinning meanwhile): network and decoder took 34 and 71 ms in the main
-            thread, 47 and 100 ms in another one (torch's OpenMP team serves the thread that
-            created it best), so the node's ``main`` gives its main thread to inference.
+            process's main thread) runs that stage. As fast as a thread of its own, so long as
+            no other live thread has run torch ops (the model loaded and warmed up on the
+            caller or on a thread that ended): measured here, 24 / 38 ms network / decoder on
+            a pipeline thread, as alone, and 34 / 45 ms while the thread that loaded the model
+            was still alive (one torch thread, above).
         cameras: the cameras' names (``("",)``: one unnamed input).
         batch_wait_s: once a frame waits, how long at most to wait for the other cameras'
             frames before inferring without them (0: take what is there, never wait).
