@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -53,7 +55,19 @@ def test_duplicates_removed_and_masks_from_the_box_map():
     assert int((result.instance > 0).sum()) == car.area + person.area
     stuff = result.instance == 0
     assert set(torch.unique(result.semantic[stuff]).tolist()) <= {ROAD, SKY, VOID}
-    assert result.semantic.dtype == torch.uint8 and result.instance.dtype == torch.int16
+    assert result.semantic.dtype == torch.uint8 and result.instance.dtype == torch.uint8
+
+
+def test_instance_map_is_the_smallest_integer_type_that_holds_max_detections():
+    outputs = make_outputs(256, 256, two_objects())
+    maps = {}
+    for limit, dtype in ((255, torch.uint8), (256, torch.int16), (10000, torch.int16)):
+        cfg = scene_config()
+        cfg = dataclasses.replace(cfg, decoder=dataclasses.replace(cfg.decoder, max_detections=limit))
+        result = decode(outputs, cfg, (200, 190))[0]
+        assert result.instance.dtype == dtype
+        maps[limit] = result.instance.long()
+    assert torch.equal(maps[255], maps[256]) and torch.equal(maps[255], maps[10000])
 
 
 def test_output_matches_image_size_and_crops_the_padding():

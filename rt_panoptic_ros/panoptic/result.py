@@ -35,8 +35,8 @@ class PanopticResult:
     Attributes:
         semantic: ``[H, W]`` class ids, 255 = void (uint8; int32 with 65535 = void for
             models with more than 255 classes).
-        instance: ``[H, W]`` 0 = stuff or void, k = ``segments[k - 1]`` (int16; int32 when
-            ``max_detections`` exceeds 32767).
+        instance: ``[H, W]`` 0 = stuff or void, k = ``segments[k - 1]`` (uint8 while
+            ``max_detections`` <= 255, as in every preset; int16 above).
         segments: the instances, ordered by id.
         frame_instance: only on a tracked result (``rt_panoptic_ros.tracking``), whose
             ``instance`` holds track ids (int16, int32 once an id exceeds 32767) and whose

@@ -131,7 +131,7 @@ def relabel(instance: Tensor, lookup: np.ndarray) -> Tensor:
     if instance.device.type == "cpu" and len(lookup) <= 256:
         table = np.zeros(256, dtype=dtype)
         table[: len(lookup)] = lookup
-        ids = instance.numpy().astype(np.uint8)  # exact: every value indexes the table
+        ids = instance.numpy().astype(np.uint8, copy=False)  # exact: every value indexes the table
         return torch.from_numpy(cv2.LUT(ids, table))
     table = torch.from_numpy(lookup.astype(dtype)).to(instance.device)
     return table.index_select(0, instance.reshape(-1).to(torch.int32)).view(instance.shape)
