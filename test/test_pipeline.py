@@ -22,6 +22,7 @@ from rt_panoptic_ros.ros.frame_slot import MultiSlot
 from rt_panoptic_ros.ros.pipeline import STAGES, FramePipeline, Job
 from rt_panoptic_ros.runtime import Predictor
 from rt_panoptic_ros.tracking import DEFAULT_TRACKING, TrackingSettings
+from rt_panoptic_ros.visualization import draw_overlay
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +144,31 @@ def test_a_waiting_frame_is_replaced_never_queued(predictor, one_torch_thread, h
         assert host.pipeline.dropped == 10 - held - 1
     finally:
         host.gate.set()
+        host.pipeline.close()
+
+
+@LAYOUTS
+def test_the_three_thread_layout_keeps_the_decoders_maps_for_the_overlay(predictor, one_torch_thread, held):
+    """On a GPU the overlay is drawn from the maps the decoder left on its device (here the
+    CPU, in the GPU's layout): the untracked frame-local maps, beside the tracked result."""
+    host = Host(predictor, one_torch_thread=one_torch_thread)
+    try:
+        for k in range(2):
+            host.pipeline.put((f"f{k}", frame(k)))
+            assert wait_for(lambda k=k: host.pipeline.frames_out == k + 1)
+        job = host.published[-1]
+        if one_torch_thread:
+            assert job.device_maps is None
+        else:
+            semantic, instance = job.device_maps
+            assert torch.equal(semantic, job.result.semantic)
+            assert torch.equal(instance.long(), job.result.segment_index.long())
+            assert job.result.frame_instance is not None, "tracked: instance holds track ids"
+            names = [f"class{k}" for k in range(predictor.cfg.dataset.num_classes)]
+            host_maps = (job.result.semantic.numpy(), job.result.segment_index.numpy())
+            picture = draw_overlay(job.rgb, *job.device_maps, job.result.segments, names)
+            assert np.array_equal(picture, draw_overlay(job.rgb, *host_maps, job.result.segments, names))
+    finally:
         host.pipeline.close()
 
 

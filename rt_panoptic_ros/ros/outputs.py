@@ -86,16 +86,18 @@ def overlay_message(
     class_names: Sequence[str],
     alpha: float,
     scale: float = 1.0,
+    device_maps: tuple[Any, Any] | None = None,
 ) -> Image:
     """``panoptic/overlay``: the panoptic colours blended over ``rgb`` (weight ``alpha``), rgb8,
-    ``scale`` times the image's size."""
-    picture = draw_overlay(
-        rgb,
-        result.semantic.numpy(),
-        result.segment_index.numpy(),
-        result.segments,
-        class_names,
-        alpha,
-        scale=scale,
-    )
+    ``scale`` times the image's size.
+
+    ``device_maps``: the result's semantic and frame-local instance maps as the decoder left
+    them on its device (CUDA): the overlay is then drawn there (``draw_overlay``), the same
+    picture as from the host maps.
+    """
+    if device_maps is None:
+        semantic, instance = result.semantic.numpy(), result.segment_index.numpy()
+    else:
+        semantic, instance = device_maps
+    picture = draw_overlay(rgb, semantic, instance, result.segments, class_names, alpha, scale=scale)
     return rgb_to_msg(picture, header)

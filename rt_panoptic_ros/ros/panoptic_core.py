@@ -309,8 +309,9 @@ class PanopticCore:
         if "overlay" in job.wanted:
             started = time.perf_counter()
             messages["overlay"] = overlay_message(
-                header, job.rgb, job.result, class_names, self.overlay_alpha, self.overlay_scale
-            )
+                header, job.rgb, job.result, class_names, self.overlay_alpha, self.overlay_scale,
+                job.device_maps,
+            )  # fmt: skip
             job.times["overlay"] = (time.perf_counter() - started) * 1000
         publishers = self.cameras[job.camera].publishers
         for name, message in messages.items():

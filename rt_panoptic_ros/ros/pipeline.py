@@ -82,6 +82,9 @@ class Job:
         cfg: the decoder config this frame is decoded with.
         rgb: ``[H, W, 3]`` uint8, after ``convert``.
         result: the frame's maps on the CPU, after ``decode`` (with track ids after ``track``).
+        device_maps: in the three-thread (GPU) layout, the decoder's ``semantic`` and frame-local
+            ``instance`` maps still on the device, so that the overlay is drawn there (one
+            image up, one down) and not from the host maps; ``None`` otherwise.
         times: ms per stage.
     """
 
@@ -91,6 +94,7 @@ class Job:
     cfg: Config | None = None
     rgb: np.ndarray | None = None
     result: PanopticResult | None = None
+    device_maps: tuple[Any, Any] | None = None
     times: dict[str, float] = field(default_factory=dict)
     camera: str = ""
 
@@ -313,8 +317,13 @@ class FramePipeline:
         return True
 
     def _decode(self, heads: Any, work: BatchJob) -> list[PanopticResult]:
-        """One result per frame, in the batch's order, on the CPU."""
-        return self.predictor.download(self.predictor.decode(heads, work.batch, work.cfg))
+        """One result per frame, in the batch's order, on the CPU (and each job's
+        ``device_maps`` in the three-thread layout)."""
+        results = self.predictor.decode(heads, work.batch, work.cfg)
+        if not self.one_torch_thread:
+            for job, result in zip(work.jobs, results, strict=True):
+                job.device_maps = (result.semantic, result.instance)
+        return self.predictor.download(results)
 
     def _deliver(self) -> bool:
         work = self._to_publish.take()
