@@ -118,7 +118,11 @@ def mask_loss(outputs: HeadOutputs, targets: Targets, image_sizes: Tensor, decod
         if len(cells) == 0:
             continue
         pixel_boxes = dense_boxes_at(
-            [r[i].float() for r in outputs.box_reg], cells, levels[i].flatten()[cells], (h4, w4)
+            [r[i].float() for r in outputs.box_reg],
+            cells // w4,
+            cells % w4,
+            levels[i].flatten()[cells],
+            (h4, w4),
         )  # [P, 4]
         iou = pixel_query_iou(pixel_boxes, q_boxes)  # [P, Q]
         in_mask = targets.mask_instance[i].flatten()[cells][:, None] == gt[match][None]  # [P, Q]
