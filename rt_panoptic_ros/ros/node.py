@@ -85,7 +85,7 @@ def main(args: list[str] | None = None) -> int:
     except RCLError as error:  # rcl's own argument parsing: a bad --params-file, "-p name"
         print(f"[{NODE_NAME}] error: ROS arguments: {first_line(error)}", file=sys.stderr)
         return 1
-    node = None
+    node, spinner = None, None
     try:
         node = PanopticNode(dds_profile=profile, infer_in_caller=True)
         executor = SingleThreadedExecutor()
@@ -93,18 +93,25 @@ def main(args: list[str] | None = None) -> int:
         spinner = threading.Thread(target=_spin, args=(executor, node), name="ros-spin", daemon=True)
         spinner.start()
         node.pipeline.run_inference()  # until the spinner stops the pipeline
-        spinner.join()
     except StartupError as error:
         print(f"[{NODE_NAME}] error: {error}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # In this order: no more frames, the context down (which ends the spinner's executor),
+        # the spinner joined, and only then the node destroyed, so that no thread is still in
+        # rclpy when the interpreter exits. (A node stopped on a loaded machine once aborted with
+        # "terminate called without an active exception"; the node used to be destroyed while
+        # the spinner could still be inside rclpy, the likely cause. Not reproduced since.)
         if node is not None:
             node.shutdown()
-            node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        if spinner is not None:
+            spinner.join(timeout=10.0)
+        if node is not None:
+            node.destroy_node()
     return 0
 
 
