@@ -8,11 +8,14 @@ Coordinates are input pixels, boxes are ``(x1, y1, x2, y2)`` float tensors. A lo
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from rt_panoptic_ros.config import IouVariant
+from rt_panoptic_ros.panoptic.sampling import pick
 
 #: Stride of the levelness map and of the dense box map B(x, y) (paper Sec. 4.2).
 BOX_MAP_STRIDE = 4
@@ -82,15 +85,11 @@ def dense_boxes_at(
         ``[P, 4]`` xyxy boxes in input pixels.
     """
     dtype, device = box_reg[0].dtype, ys.device
-    # Per row and column of the map (few), then read per cell: the normalised sampling points
-    # of the cell centres (grid_sample, align_corners=False) and the centres in pixels.
-    lines = [torch.arange(n, device=device) for n in map_size]
-    normalised = [((2 * v + 1) / n - 1).to(dtype) for v, n in zip(lines, map_size, strict=True)]
-    centres = [v.to(dtype) * BOX_MAP_STRIDE + BOX_MAP_STRIDE // 2 for v in lines]
+    normalised, centres, sign = _map_lines(tuple(map_size), dtype, device)
     # Each cell read at its own level only: the cells grouped by level, one sampling per level.
     order = torch.argsort(levels, stable=True)
     counts = torch.bincount(levels - 1, minlength=len(box_reg)).tolist()
-    grid = torch.stack((normalised[1][xs[order]], normalised[0][ys[order]]), dim=1)  # [P, 2] by level
+    grid = torch.stack((pick(normalised[1], pick(xs, order)), pick(normalised[0], pick(ys, order))), dim=1)
     parts = [
         F.grid_sample(
             r[None], part.view(1, 1, -1, 2), mode="bilinear", padding_mode="border", align_corners=False
@@ -101,10 +100,22 @@ def dense_boxes_at(
     ltrb = torch.empty((4, len(ys)), dtype=dtype, device=device)
     if parts:
         ltrb.index_copy_(1, order, torch.cat(parts, dim=3)[0, :, 0])  # [4, P]
-    x, y = centres[1][xs], centres[0][ys]
-    # Eq. 8 inverted, x - l as x + (-1) * l (the same number): one operation for all four.
-    sign = torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=dtype, device=device)
+    x, y = pick(centres[1], xs), pick(centres[0], ys)
     return torch.stack((x, y, x, y), dim=1) + ltrb.T * sign
+
+
+@functools.lru_cache(maxsize=16)  # per map size: a camera's frames share it
+def _map_lines(
+    map_size: tuple[int, int], dtype: torch.dtype, device: torch.device
+) -> tuple[list[Tensor], list[Tensor], Tensor]:
+    """Per row and column of the map (read per cell by :func:`dense_boxes_at`): the normalised
+    sampling points of the cell centres (grid_sample, align_corners=False), the centres in
+    pixels, and the signs of Eq. 8 inverted (x - l as x + (-1) * l, the same number: one
+    operation for all four). Cached: read-only."""
+    lines = [torch.arange(n, device=device) for n in map_size]
+    normalised = [((2 * v + 1) / n - 1).to(dtype) for v, n in zip(lines, map_size, strict=True)]
+    centres = [v.to(dtype) * BOX_MAP_STRIDE + BOX_MAP_STRIDE // 2 for v in lines]
+    return normalised, centres, torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=dtype, device=device)
 
 
 def box_area(boxes: Tensor) -> Tensor:

@@ -34,6 +34,7 @@ from rt_panoptic_ros.errors import InputError
 from rt_panoptic_ros.panoptic import band_runs
 from rt_panoptic_ros.panoptic.boxes import BOX_MAP_STRIDE, box_iou, box_levels, clip_boxes, dense_boxes_at
 from rt_panoptic_ros.panoptic.fusion import place_instances, stuff_lookup
+from rt_panoptic_ros.panoptic.geometry import ImageGeometry, image_geometry
 from rt_panoptic_ros.panoptic.masks import Queries, instance_masks, select_queries
 from rt_panoptic_ros.panoptic.output_maps import OutputMaps, segment_boxes
 from rt_panoptic_ros.panoptic.pixels import (
@@ -43,16 +44,9 @@ from rt_panoptic_ros.panoptic.pixels import (
     semantic_at_pixels,
 )
 from rt_panoptic_ros.panoptic.result import PanopticResult
-from rt_panoptic_ros.panoptic.sampling import (
-    AxisSampling,
-    any_in_windows,
-    axis_sampling,
-    corner_disagreement,
-)
+from rt_panoptic_ros.panoptic.sampling import any_in_windows, corner_disagreement, pick
 
 ImageSize = tuple[int, int]
-#: Stride of the semantic logits (P3).
-SEMANTIC_STRIDE = 8
 
 
 def decode(
@@ -124,43 +118,37 @@ def _decode_image(
     is_thing: Tensor,
 ) -> PanopticResult:
     """One image: ``logits8 [C, h8, w8]``, ``logits4 [C, h4, w4]``, ``level [h4, w4]``."""
-    device = logits8.device
-    (height, width), (hc, wc) = size, content
     d = cfg.decoder
-    rows4 = axis_sampling(height, hc, BOX_MAP_STRIDE, level.shape[0], device)
-    cols4 = axis_sampling(width, wc, BOX_MAP_STRIDE, level.shape[1], device)
-    rows8 = axis_sampling(height, hc, SEMANTIC_STRIDE, logits8.shape[1], device)
-    cols8 = axis_sampling(width, wc, SEMANTIC_STRIDE, logits8.shape[2], device)
+    geo = image_geometry(size, content, tuple(level.shape), tuple(logits8.shape[1:]), logits8.device)
+    rows4, cols4, rows8, cols8 = geo.rows4, geo.cols4, geo.rows8, geo.cols8
 
     # The masks on the stride-4 cells, and where neighbouring cells disagree.
-    cell_masks = _cell_masks(logits4, level, box_reg, q, content, (rows4, cols4), d, thing_ids)
+    cell_masks = _cell_masks(logits4, level, box_reg, q, content, geo, d, thing_ids)
     words = cell_masks.words
     mask_mixed = corner_disagreement(words[..., 0] if words.shape[-1] == 1 else words)  # [hn, wn]
-    hn8, wn8 = int(rows8.high[-1]) + 1, int(cols8.high[-1]) + 1
+    hn8, wn8 = geo.cells8
     semantic8 = logits8[:, :hn8, :wn8].max(dim=0).indices  # [hn8, wn8] argmax
     semantic_mixed = corner_disagreement(semantic8)
 
     # Blocks of pixels reading the same four stride-4 cells.
     rows, cols = rows4.blocks, cols4.blocks
-    block_mask_mixed = mask_mixed[rows.low][:, cols.low]  # [R, C]
-    block_semantic_mixed = any_in_windows(
-        semantic_mixed,
-        (rows8.low[rows.start], rows8.low[rows.last]),
-        (cols8.low[cols.start], cols8.low[cols.last]),
-    )  # [R, C]: some pixel of the block reads a square of mixed argmax
-    pixel_count = (rows.length[:, None] * cols.length[None, :]).reshape(-1)  # [R * C]
-    block_cells = (rows.low[:, None] * cell_masks.width + cols.low[None, :]).reshape(-1)  # top-left cell
+    block_mask_mixed = pick(mask_mixed.view(-1), geo.block_cells).view(len(rows), len(cols))  # [R, C]
+    # [R, C]: some pixel of the block reads a square of mixed argmax
+    block_semantic_mixed = any_in_windows(semantic_mixed, *geo.windows8)
+    pixel_count, block_cells = geo.pixel_count, geo.block_cells  # [R * C]; top-left cell
 
     # Rule 1 of the fusion over units: blocks whose corners agree on every mask, and the
     # single pixels of the other blocks (their M_j read bilinearly).
     agree = (~block_mask_mixed).reshape(-1)
-    in_masks = (agree & cell_masks.has_masks[block_cells]).nonzero().squeeze(1)  # few blocks
-    block_pairs = cell_masks.expand(in_masks, block_cells[in_masks])
+    in_masks = (agree & pick(cell_masks.has_masks, block_cells)).nonzero().squeeze(1)  # few blocks
+    block_pairs = cell_masks.expand(in_masks, pick(block_cells, in_masks))
     band = Band.of(block_mask_mixed, rows, cols)
     num_blocks = len(pixel_count)
     num_classes = len(is_thing)
     maps = OutputMaps.allocate(cfg)
-    semantic = semantic_at_pixels(logits8, semantic8, semantic_mixed, (rows8, cols8), maps.semantic_dtype)
+    semantic = semantic_at_pixels(
+        logits8, semantic8, semantic_mixed, (rows8, cols8), geo.squares8, maps.semantic_dtype
+    )
     block_weights = pixel_count * agree
     one_chunk = len(band) <= band_runs.CHUNK_PIXELS  # else runs of blocks, rule 1 over mask sets
     if one_chunk:
@@ -188,7 +176,7 @@ def _decode_image(
     free = Band.of(
         (block_semantic_mixed.reshape(-1) & agree & ~block_owned).view_as(block_mask_mixed), rows, cols
     )
-    block_semantic = semantic8[rows8.low[rows.start]][:, cols8.low[cols.start]].reshape(-1)
+    block_semantic = pick(semantic8.view(-1), geo.block_cells8)
     whole = agree & ~block_owned & ~block_semantic_mixed.reshape(-1)  # free blocks of one class
     free_pixels = torch.bincount(
         block_semantic, weights=(pixel_count * whole).double(), minlength=num_classes
@@ -206,18 +194,19 @@ def _decode_image(
     # The maps: per block, then the owned blocks (few), then per pixel where blocks are mixed.
     classes = torch.cat((thing_ids[q.labels], thing_ids.new_zeros(1)))  # owner K = none
     owned_blocks = torch.unique_consecutive(block_pairs[0])  # the blocks in some mask, sorted
-    owned_blocks = owned_blocks[block_owned[owned_blocks]]
-    owners = placed.owner[owned_blocks]
+    owned_blocks = owned_blocks[pick(block_owned, owned_blocks)]
+    owners = pick(placed.owner, owned_blocks)
     maps.fill(
-        stuff[block_semantic].index_put_((owned_blocks,), classes[owners]),
-        torch.zeros_like(block_semantic).index_put_((owned_blocks,), placed.new_id[owners]),
+        pick(stuff, block_semantic).index_copy_(0, owned_blocks, pick(classes, owners)),
+        torch.zeros_like(block_semantic).index_copy_(0, owned_blocks, pick(placed.new_id, owners)),
         rows,
         cols,
     )
     if one_chunk:
         band_owner = placed.owner[num_blocks:]
-        band_ids = placed.new_id[band_owner]
-        band.write(maps.semantic, torch.where(band_owned, classes[band_owner], stuff[band_classes]))
+        band_ids = pick(placed.new_id, band_owner)
+        band_semantic = torch.where(band_owned, pick(classes, band_owner), pick(stuff, band_classes))
+        band.write(maps.semantic, band_semantic)
         band.write(maps.instance, band_ids)
         boxes = segment_boxes(placed, owned_blocks, band_ids, (rows, cols), band)
     else:
@@ -228,7 +217,7 @@ def _decode_image(
         boxes = segment_boxes(placed, owned_blocks, None, (rows, cols), band, extents)
     for run in free.chunks(free_step):
         run_classes = free_classes if one_free_run else run.read(semantic).reshape(-1).long()
-        run.write(maps.semantic, stuff[run_classes])
+        run.write(maps.semantic, pick(stuff, run_classes))
     return maps.result(placed, q, classes, boxes)
 
 
@@ -238,48 +227,47 @@ def _cell_masks(
     box_reg: list[Tensor],
     q: Queries,
     content: ImageSize,
-    sampling: tuple[AxisSampling, AxisSampling],
+    geo: ImageGeometry,
     d: DecoderConfig,
     thing_ids: Tensor,
 ) -> CellMasks:
     """M_j on the stride-4 cells the image reads (Eq. 5-7), as sparse (cell, query) pairs."""
-    rows4, cols4 = sampling
     h4, w4 = level.shape
-    hn, wn = int(rows4.high[-1]) + 1, int(cols4.high[-1]) + 1  # cells the pixels read
+    hn, wn = geo.cells4  # cells the pixels read
     logits = logits4[:, :hn, :wn].reshape(logits4.shape[0], -1)  # [C, P]
     level = level[:hn, :wn].reshape(-1)  # [P]
     limits = torch.tensor(content, device=level.device)
 
     def thing_probability(cells: Tensor) -> Tensor:
         """P_sem of every thing class at some cells, ``[P', C_th]``: softmax of the logits."""
-        at = logits[:, cells].T  # [P', C]
-        return (at[:, thing_ids] - at.logsumexp(dim=1, keepdim=True)).exp()
+        at = logits.index_select(1, cells).T  # [P', C]
+        return (at.index_select(1, thing_ids) - at.logsumexp(dim=1, keepdim=True)).exp()
 
     def boxes_at(cells: Tensor) -> Tensor:
         """B(x, y) of cells of the [hn, wn] grid (any level >= 1), clipped like the queries."""
-        boxes = dense_boxes_at(box_reg, cells // wn, cells % wn, level[cells].clamp(min=1), (h4, w4))
+        boxes = dense_boxes_at(box_reg, cells // wn, cells % wn, pick(level, cells).clamp(min=1), (h4, w4))
         return clip_boxes(boxes, limits)
 
     # M_j = P_loc * P_sem > sigma needs a box and P_sem > sigma (P_loc <= 1): only such
     # cells can be in a mask, which leaves out most of a street scene before the [P, K] work.
     # P_sem(c) <= exp(l_c - max_c' l_c') rules most cells out before any softmax is taken.
     near = (
-        logits[thing_ids].amax(dim=0) - logits.amax(dim=0) > math.log(d.mask_thresh)
+        logits.index_select(0, thing_ids).amax(dim=0) - logits.amax(dim=0) > math.log(d.mask_thresh)
         if d.mask_thresh > 0
         else True
     )
-    cells = torch.nonzero((level > 0) & near).squeeze(1)
+    # Nearby cells together: taken in the cached tile order, no sort per frame.
+    candidate = pick((level > 0) & near, geo.by_tile).nonzero().squeeze(1)
+    cells, tiles = pick(geo.by_tile, candidate), pick(geo.tile_of, candidate)
     probability = thing_probability(cells)
-    keep = probability.amax(dim=1) > d.mask_thresh
-    cells, probability = cells[keep], probability[keep]
-    tiles, order = torch.sort(_tile_index(cells, wn), stable=True)  # nearby cells together
-    cells, probability = cells[order], probability[order]
+    keep = (probability.amax(dim=1) > d.mask_thresh).nonzero().squeeze(1)
+    cells, tiles, probability = pick(cells, keep), pick(tiles, keep), pick(probability, keep)
     boxes = boxes_at(cells)
     pair_cells, pair_queries = instance_masks(
         boxes, tiles, q.boxes, q.labels, probability, d.iou_variant, d.mask_thresh
     )
     known = torch.full((hn * wn,), -1, dtype=torch.long, device=cells.device)
-    known[cells] = torch.arange(len(cells), device=cells.device)  # row of boxes, probability
+    known.index_copy_(0, cells, torch.arange(len(cells), device=cells.device))  # row of boxes, probability
 
     def value(cells: Tensor, queries: Tensor) -> Tensor:
         """P_loc * P_sem of (cell, query) pairs (Eq. 5-6); 0 for cells without a box."""
@@ -287,32 +275,24 @@ def _cell_masks(
         # above when it is in some mask's reach; the rest with a box now (a row of zeros last,
         # read by the cells without a box).
         seen = torch.zeros(hn * wn, dtype=torch.bool, device=cells.device)
-        seen[cells] = True
+        seen.index_fill_(0, cells, True)
         distinct = seen.nonzero().squeeze(1)
-        row = known[distinct]
-        missing = (row < 0) & (level[distinct] > 0)
+        row = pick(known, distinct)
+        missing = (row < 0) & (pick(level, distinct) > 0)
         new = distinct[missing]
         row[missing] = torch.arange(len(new), device=cells.device) + len(boxes)
+        row = torch.where(row < 0, len(boxes) + len(new), row)  # no box: the row of zeros
         slot = torch.empty(hn * wn, dtype=torch.long, device=cells.device)
-        slot[distinct] = row
-        at = slot[cells]
+        slot.index_copy_(0, distinct, row)
+        at = pick(slot, cells)
         cell_boxes = torch.cat((boxes, boxes_at(new), boxes.new_zeros(1, 4)))
         no_sem = probability.new_zeros((1, probability.shape[1]))
         p_sem = torch.cat((probability, thing_probability(new), no_sem))
-        p_loc = box_iou(cell_boxes[at], q.boxes[queries], d.iou_variant)
-        return torch.where(level[cells] > 0, p_loc * p_sem[at, q.labels[queries]], 0.0)
+        p_loc = box_iou(pick(cell_boxes, at), pick(q.boxes, queries), d.iou_variant)
+        p_sem_pair = pick(p_sem.view(-1), at * p_sem.shape[1] + pick(q.labels, queries))
+        return torch.where(pick(level, cells) > 0, p_loc * p_sem_pair, 0.0)
 
-    return CellMasks.from_pairs(cells[pair_cells], pair_queries, (hn, wn), len(q.boxes), value)
-
-
-#: Side (in stride-4 cells) of the square tiles the mask computation walks the image by.
-_TILE = 8
-
-
-def _tile_index(cells: Tensor, width: int) -> Tensor:
-    """Row-major index of the ``_TILE x _TILE`` tile of each cell of a grid ``width`` wide."""
-    rows, cols = cells // width, cells % width
-    return (rows // _TILE) * ((width + _TILE - 1) // _TILE) + cols // _TILE
+    return CellMasks.from_pairs(pick(cells, pair_cells), pair_queries, (hn, wn), len(q.boxes), value)
 
 
 def _image_sizes(

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rt_panoptic_ros.panoptic.sampling import pick
+
 #: Semantic id of void pixels (unlabelled, dropped stuff, orphan thing pixels).
 VOID = 255
 #: Void id of models with more than 255 classes, whose semantic maps are 16-bit.
@@ -77,22 +79,22 @@ def place_instances(
     # alone are pooled into one unit per mask; the overlaps are decided on the units in two
     # or more masks (few) and these K pools, with exactly the same areas and covers.
     device = weights.device
-    shared_pair = torch.bincount(pair_units, minlength=len(weights))[pair_units] > 1  # [E]
+    shared_pair = pick(torch.bincount(pair_units, minlength=len(weights)), pair_units) > 1  # [E]
     shared, shared_unit = torch.unique(pair_units[shared_pair], return_inverse=True)
-    alone = ~shared_pair
     pools = torch.arange(num, device=device)
     units = torch.cat((shared_unit, pools + len(shared)))
     instances = torch.cat((pair_instances[shared_pair], pools))
+    # The shared pairs add 0 to the pools (a product, not a selection of the other pairs).
     unit_weights = torch.cat(
-        (weights[shared], torch.zeros(num, dtype=weights.dtype, device=device).index_add_(
-            0, pair_instances[alone], weights[pair_units[alone]]))
+        (pick(weights, shared), torch.zeros(num, dtype=weights.dtype, device=device).index_add_(
+            0, pair_instances, pick(weights, pair_units) * ~shared_pair))
     )  # fmt: skip
     keep = resolve_overlaps(units, instances, num, unit_weights, overlap_threshold)  # [K]
     owner = first_kept(pair_units, pair_instances, keep, len(weights))  # [U], K = none
     new_id = torch.zeros(num + 1, dtype=torch.long, device=device)
     new_id[:num] = torch.cumsum(keep.long(), 0) * keep  # ids 1..K' in score order
     kept = keep.nonzero().squeeze(1)
-    instance = new_id[first_kept(units, instances, keep, len(unit_weights))]
+    instance = pick(new_id, first_kept(units, instances, keep, len(unit_weights)))
     areas = torch.zeros(len(kept) + 1, device=device, dtype=weights.dtype)
     areas.index_add_(0, instance, unit_weights)
     return Placement(owner=owner, new_id=new_id, kept=kept, areas=areas[1:])
@@ -169,9 +171,10 @@ def first_kept(pair_cells: Tensor, pair_instances: Tensor, keep: Tensor, num_cel
     Returns:
         ``[num_cells]`` int64 instance index, ``K`` where no kept mask covers the cell.
     """
-    kept_pair = keep[pair_instances]
+    # A pair of a dropped instance offers K, the value every cell starts from: no selection.
+    offered = torch.where(pick(keep, pair_instances), pair_instances, len(keep))
     first = torch.full((num_cells,), len(keep), dtype=torch.long, device=keep.device)
-    return first.scatter_reduce(0, pair_cells[kept_pair], pair_instances[kept_pair], reduce="amin")
+    return first.scatter_reduce(0, pair_cells, offered, reduce="amin")
 
 
 def resolve_overlaps(
@@ -193,14 +196,14 @@ def resolve_overlaps(
     Returns:
         ``[K]`` bool.
     """
-    pair_weights = weights[pair_cells]  # [E]
+    pair_weights = pick(weights, pair_cells)  # [E]
     area = torch.zeros(num, dtype=weights.dtype, device=weights.device).index_add(
         0, pair_instances, pair_weights
     )
     keep = area > 0
     for _ in range(num):
         first = first_kept(pair_cells, pair_instances, keep, len(weights))  # [P]
-        covered = first[pair_cells] < pair_instances  # [E]
+        covered = pick(first, pair_cells) < pair_instances  # [E]
         cover = torch.zeros_like(area).index_add(0, pair_instances, pair_weights * covered)
         new_keep = (area > 0) & (cover <= overlap_threshold * area)
         if torch.equal(new_keep, keep):

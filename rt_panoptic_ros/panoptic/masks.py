@@ -8,6 +8,7 @@ query's class is high (P_sem), i.e. M_j = P_loc * P_sem > sigma (Eq. 5, 7).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +17,7 @@ from torchvision.ops import batched_nms
 
 from rt_panoptic_ros.config import FPN_STRIDES, DecoderConfig, IouVariant
 from rt_panoptic_ros.panoptic.boxes import box_iou, box_overlap, clip_boxes, locations, ltrb_to_boxes
+from rt_panoptic_ros.panoptic.sampling import pick
 
 
 @dataclass
@@ -40,31 +42,64 @@ class Queries:
 
 
 def level_candidates(
-    box_cls: Tensor, box_reg: Tensor, centerness: Tensor, stride: int, cfg: DecoderConfig
+    box_cls: list[Tensor], box_reg: list[Tensor], centerness: list[Tensor], cfg: DecoderConfig
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Candidates of one FPN level: class probability above ``pre_nms_thresh``, top-k by score.
+    """Candidates of every FPN level: class probability above ``pre_nms_thresh``, top-k by
+    score per level and image.
+
+    The levels are concatenated so that most steps run once, not once per level (a decode's
+    fixed cost is mostly its number of operations). Sigmoids are taken per level all the same:
+    their vectorised and scalar paths can differ in the last bit, so where an element falls
+    must not change.
 
     Args:
-        box_cls: ``[N, C_th, h, w]`` logits; box_reg: ``[N, 4, h, w]``; centerness: ``[N, 1, h, w]``.
+        box_cls, box_reg, centerness: L levels (strides 8..128) of ``[N, C_th, h_i, w_i]``
+            logits, ``[N, 4, h_i, w_i]`` and ``[N, 1, h_i, w_i]``.
 
     Returns:
-        ``image [M]``, ``boxes [M, 4]`` (unclipped xyxy), ``labels [M]``, ``scores [M]``,
-        at most ``pre_nms_top_n`` per image.
+        ``image [M]``, ``boxes [M, 4]`` (unclipped xyxy), ``labels [M]``, ``scores [M]``:
+        level by level, image by image, by decreasing score; at most ``pre_nms_top_n`` per
+        level and image.
     """
-    n, classes, h, w = box_cls.shape
-    probability = box_cls.sigmoid().flatten(2).transpose(1, 2)  # [N, h*w, C_th]
-    scores = probability * centerness.sigmoid().flatten(1)[:, :, None]  # [N, h*w, C_th]
+    n, classes = box_cls[0].shape[:2]
+    device = box_cls[0].device
+    probability = torch.cat([c.sigmoid().flatten(2) for c in box_cls], dim=2)  # [N, C_th, S] all levels
+    probability = probability.transpose(1, 2)  # [N, S, C_th]
+    scores = probability * torch.cat([o.sigmoid().flatten(1) for o in centerness], dim=1)[:, :, None]
     # Non-candidates get -1 so that top-k prefers every candidate over them.
-    scores = scores.masked_fill(probability <= cfg.pre_nms_thresh, -1.0).flatten(1)  # [N, h*w*C_th]
-    k = min(cfg.pre_nms_top_n, scores.shape[1])
-    top_scores, top_index = scores.topk(k, dim=1)  # [N, k]
-    valid = top_scores > 0
-    image = torch.arange(n, device=box_cls.device)[:, None].expand(n, k)[valid]
-    index = top_index[valid]
-    location, labels = index // classes, index % classes
-    ltrb = box_reg.flatten(2).transpose(1, 2)[image, location]  # [M, 4]
-    points = locations(h, w, stride, box_cls.device)[location]  # [M, 2]
-    return image, ltrb_to_boxes(points.to(ltrb.dtype), ltrb), labels, top_scores[valid]
+    scores = scores.masked_fill(probability <= cfg.pre_nms_thresh, -1.0).flatten(1)  # [N, S * C_th]
+    tops, indices, start = [], [], 0
+    for c in box_cls:
+        size = c.shape[2] * c.shape[3] * classes
+        top, index = scores[:, start : start + size].topk(min(cfg.pre_nms_top_n, size), dim=1)  # [N, k]
+        tops.append(top.flatten())
+        indices.append(index.flatten() + start)
+        start += size
+    top, index = torch.cat(tops), torch.cat(indices)  # level by level, image by image
+    valid = (top > 0).nonzero().squeeze(1)
+    image = pick(_candidate_images(n, tuple(len(t) // n for t in tops), device), valid)
+    index = pick(index, valid)
+    location, labels = index // classes, index % classes  # location among all levels' S
+    reg = torch.cat([r.flatten(2) for r in box_reg], dim=2).transpose(1, 2).reshape(-1, 4)  # [N * S, 4]
+    ltrb = pick(reg, image * probability.shape[1] + location)  # [M, 4]
+    points = pick(_level_points(tuple(c.shape[2:] for c in box_cls), device), location)  # [M, 2]
+    return image, ltrb_to_boxes(points.to(ltrb.dtype), ltrb), labels, pick(top, valid)
+
+
+@functools.lru_cache(maxsize=8)  # per batch and input size: a camera's frames share it
+def _candidate_images(n: int, per_level: tuple[int, ...], device: torch.device) -> Tensor:
+    """The image of each of :func:`level_candidates`' top-k entries (``per_level[l]`` per image
+    of level l), level by level, image by image. Cached: read-only."""
+    counts = torch.tensor([k for k in per_level for _ in range(n)], device=device)
+    return torch.arange(n, device=device).repeat(len(per_level)).repeat_interleave(counts)
+
+
+@functools.lru_cache(maxsize=8)  # per input size: a camera's frames share it
+def _level_points(shapes: tuple[tuple[int, int], ...], device: torch.device) -> Tensor:
+    """``[S, 2]`` :func:`locations` of every level's map, level after level. Cached: read-only."""
+    return torch.cat(
+        [locations(h, w, stride, device) for (h, w), stride in zip(shapes, FPN_STRIDES, strict=True)]
+    )
 
 
 def select_queries(
@@ -80,11 +115,7 @@ def select_queries(
         box_cls, box_reg, centerness: L levels (strides 8..128) of ``[N, ., h_i, w_i]``.
         image_sizes: ``(H, W)`` of each image's content (top-left of the padded input).
     """
-    per_level = [
-        level_candidates(c, r, o, stride, cfg)
-        for c, r, o, stride in zip(box_cls, box_reg, centerness, FPN_STRIDES, strict=True)
-    ]
-    image, boxes, labels, scores = (torch.cat(parts) for parts in zip(*per_level, strict=True))
+    image, boxes, labels, scores = level_candidates(box_cls, box_reg, centerness, cfg)
     boxes = clip_boxes(boxes, torch.tensor(image_sizes, device=boxes.device)[image])
     num_classes = box_cls[0].shape[1]
     # One NMS call for the batch: groups are (image, class) pairs.
@@ -144,17 +175,17 @@ def instance_masks(
     )  # fmt: skip
     near = (queries[None, :, :2] < high[:, None]) & (queries[None, :, 2:] > low[:, None])
     pair_tiles, pair_queries = near.all(dim=2).nonzero().unbind(1)  # [T, K] -> by tile, then query
-    sizes = counts[pair_tiles]  # [T'] pixels of each (tile, query) pair
+    sizes = pick(counts, pair_tiles)  # [T'] pixels of each (tile, query) pair
     cells, index = [], []
     for part in _parts(sizes, PAIRS_PER_STEP):
-        segment, cell = segment_positions(first[pair_tiles[part]], sizes[part])
-        query = pair_queries[part][segment]
-        hit = _pair_masks(
-            pixel_boxes[cell], queries[query], thing_probability[cell, query_labels[query]], iou_variant,
-            mask_thresh,
-        )  # fmt: skip
-        cells.append(cell[hit])
-        index.append(query[hit])
+        segment, cell = segment_positions(pick(first, pair_tiles[part]), sizes[part])
+        query = pick(pair_queries[part], segment)
+        channel = cell * thing_probability.shape[1] + pick(query_labels, query)  # [cell, c_j] flat
+        p_sem = pick(thing_probability.view(-1), channel)
+        hit = _pair_masks(pick(pixel_boxes, cell), pick(queries, query), p_sem, iou_variant, mask_thresh)
+        hit = hit.nonzero().squeeze(1)
+        cells.append(pick(cell, hit))
+        index.append(pick(query, hit))
     if not cells:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, empty
@@ -182,8 +213,9 @@ def segment_positions(starts: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
         ``segment [T]`` (which range each element comes from) and ``position [T]``.
     """
     segment = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
-    offset = torch.arange(len(segment), device=counts.device) - (torch.cumsum(counts, 0) - counts)[segment]
-    return segment, starts[segment] + offset
+    first = torch.cumsum(counts, 0) - counts  # [S] position of each range's first element
+    offset = torch.arange(len(segment), device=counts.device) - pick(first, segment)
+    return segment, pick(starts, segment) + offset
 
 
 def _pair_masks(

@@ -18,7 +18,7 @@ from rt_panoptic_ros.panoptic.fusion import Placement
 from rt_panoptic_ros.panoptic.masks import Queries
 from rt_panoptic_ros.panoptic.pixels import Band
 from rt_panoptic_ros.panoptic.result import InstanceSegment, PanopticResult
-from rt_panoptic_ros.panoptic.sampling import AxisBlocks, fill_blocks
+from rt_panoptic_ros.panoptic.sampling import AxisBlocks, fill_blocks, pick
 
 
 @dataclass
@@ -80,8 +80,10 @@ def segment_boxes(
     """
     rows, cols = axes
     a, b = blocks // len(cols), blocks % len(cols)
-    xyxy = (cols.start[b], rows.start[a], cols.start[b] + cols.length[b], rows.start[a] + rows.length[a])
-    extents = box_extents(placed.new_id[placed.owner[blocks]], xyxy, len(placed.kept), extents)
+    low = torch.stack((pick(cols.start, b), pick(rows.start, a)))  # [2, B'] x0, y0
+    high = low + torch.stack((pick(cols.length, b), pick(rows.length, a)))
+    ids = pick(placed.new_id, pick(placed.owner, blocks))
+    extents = box_extents(ids, (low, high), len(placed.kept), extents)
     if band_ids is not None:
         extents = band_extents(band, band_ids, len(placed.kept), extents)
     lows, highs = extents
@@ -96,22 +98,23 @@ def band_extents(
     Every slot goes in, the unowned ones to id 0: cheaper than selecting the owned ones
     (padded slots repeat pixels of their blocks, so they add nothing)."""
     m, h, w = band.valid.shape
-    y = band.y[:, :, None].expand(m, h, w).reshape(-1)
-    x = band.x[:, None, :].expand(m, h, w).reshape(-1)
-    return box_extents(ids, (x, y, x + 1, y + 1), count, start)
+    # x and y of every slot in one copy; the exclusive highs are one more.
+    xy = torch.stack((band.x[:, None, :].expand(m, h, w), band.y[:, :, None].expand(m, h, w))).view(2, -1)
+    return box_extents(ids, (xy, xy + 1), count, start)
 
 
 def box_extents(
-    ids: Tensor, xyxy: tuple[Tensor, Tensor, Tensor, Tensor], count: int, start: tuple[Tensor, Tensor] | None
+    ids: Tensor, corners: tuple[Tensor, Tensor], count: int, start: tuple[Tensor, Tensor] | None
 ) -> tuple[Tensor, Tensor]:
     """``[2, count + 1]`` lowest ``(x0, y0)`` and highest ``(x1, y1)`` per id (1..count; 0 = none,
-    a bin that is ignored) of ``[n]`` boxes ``xyxy``, taken together with ``start`` (if given)."""
-    x0, y0, x1, y1 = xyxy
+    a bin that is ignored) of ``[n]`` boxes, ``corners = ([2, n] (x0, y0), [2, n] (x1, y1))``,
+    taken together with ``start`` (if given)."""
     if start is None:
         lows = torch.full((2, count + 1), torch.iinfo(torch.long).max, dtype=torch.long, device=ids.device)
         highs = torch.zeros((2, count + 1), dtype=torch.long, device=ids.device)
     else:
         lows, highs = start
-    lows = lows.scatter_reduce(1, ids[None].expand(2, -1), torch.stack((x0, y0)), reduce="amin")
-    highs = highs.scatter_reduce(1, ids[None].expand(2, -1), torch.stack((x1, y1)), reduce="amax")
+    index = ids[None].expand(2, -1)
+    lows = lows.scatter_reduce(1, index, corners[0], reduce="amin")
+    highs = highs.scatter_reduce(1, index, corners[1], reduce="amax")
     return lows, highs

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from rt_panoptic_ros.panoptic.masks import segment_positions
-from rt_panoptic_ros.panoptic.sampling import AxisBlocks, AxisSampling, bilinear, fill_blocks
+from rt_panoptic_ros.panoptic.sampling import AxisBlocks, AxisSampling, bilinear, fill_blocks, pick
 
 #: Bits of one membership word (int64 without its sign bit).
 _WORD_BITS = 63
@@ -55,7 +55,7 @@ class CellMasks:
         """From the (cell, query) pairs of M_j, any order, each pair once."""
         num_cells = shape[0] * shape[1]
         order = torch.argsort(cells, stable=True)
-        cells, queries = cells[order], queries[order]
+        cells, queries = pick(cells, order), pick(queries, order)
         ptr = torch.zeros(num_cells + 1, dtype=torch.long, device=cells.device)
         ptr[1:] = torch.cumsum(torch.bincount(cells, minlength=num_cells), 0)
         num_words = max(1, math.ceil(num_queries / _WORD_BITS))
@@ -76,10 +76,11 @@ class CellMasks:
 
     def expand(self, units: Tensor, cells: Tensor) -> tuple[Tensor, Tensor]:
         """Each unit takes every mask its cell is in: ``(units [E'], queries [E'])`` pairs."""
-        counts = self.ptr[cells + 1] - self.ptr[cells]
+        first = pick(self.ptr, cells)
+        counts = pick(self.ptr, cells + 1) - first
         some = counts.nonzero().squeeze(1)
-        segment, position = segment_positions(self.ptr[cells[some]], counts[some])
-        return units[some][segment], self.queries[position]
+        segment, position = segment_positions(pick(first, some), pick(counts, some))
+        return pick(pick(units, some), segment), pick(self.queries, position)
 
 
 def membership_words(slots: Tensor, queries: Tensor, num_slots: int, num_words: int) -> Tensor:
@@ -98,7 +99,7 @@ def set_bits(words: Tensor) -> tuple[Tensor, Tensor]:
     as the most masks a word holds (a few), each over the words still non-zero.
     """
     rows, word = (words != 0).nonzero().unbind(1)
-    bits = words[rows, word]
+    bits = pick(words.reshape(-1), rows * words.shape[1] + word)
     found_rows, found_queries = [], []
     while len(bits):
         lowest = bits & -bits  # a power of two, exact as a float64
@@ -143,18 +144,20 @@ class Band:
     y: Tensor
     x: Tensor
     valid: Tensor
+    _flat: dict[int, Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(cls, flags: Tensor, rows: AxisBlocks, cols: AxisBlocks) -> Band:
         """The blocks flagged in ``flags [R, C]``."""
         a, b = flags.nonzero().unbind(1)
         device = flags.device
-        h = int(rows.length[a].max()) if len(a) else 1
-        w = int(cols.length[b].max()) if len(a) else 1
+        heights, widths = pick(rows.length, a)[:, None], pick(cols.length, b)[:, None]  # [M, 1]
+        h = int(heights.max()) if len(a) else 1
+        w = int(widths.max()) if len(a) else 1
         dy, dx = torch.arange(h, device=device), torch.arange(w, device=device)
-        y = rows.start[a][:, None] + torch.minimum(dy, rows.length[a][:, None] - 1)
-        x = cols.start[b][:, None] + torch.minimum(dx, cols.length[b][:, None] - 1)
-        valid = (dy < rows.length[a][:, None])[:, :, None] & (dx < cols.length[b][:, None])[:, None, :]
+        y = pick(rows.start, a)[:, None] + torch.minimum(dy, heights - 1)
+        x = pick(cols.start, b)[:, None] + torch.minimum(dx, widths - 1)
+        valid = (dy < heights)[:, :, None] & (dx < widths)[:, None, :]
         return cls(blocks=a * len(cols) + b, y=y, x=x, valid=valid)
 
     def __len__(self) -> int:
@@ -174,9 +177,16 @@ class Band:
     def shape(self) -> tuple[int, int]:
         return self.valid.shape[1], self.valid.shape[2]
 
+    def flat(self, width: int) -> Tensor:
+        """``[M, h, w]`` flat index ``y * width + x`` of each slot in a map ``width`` wide
+        (computed once: the band is read and written through it several times)."""
+        if width not in self._flat:
+            self._flat[width] = self.y[:, :, None] * width + self.x[:, None, :]
+        return self._flat[width]
+
     def read(self, image_map: Tensor) -> Tensor:
         """``[M, h, w]`` values of an ``[H, W]`` map at the slots."""
-        return image_map[self.y[:, :, None], self.x[:, None, :]]
+        return pick(image_map.reshape(-1), self.flat(image_map.shape[1]))
 
     def write(self, image_map: Tensor, values: Tensor) -> None:
         """Write ``[M, h, w]`` (or flat) values into an ``[H, W]`` map.
@@ -184,8 +194,8 @@ class Band:
         Every slot is written: a padded one must hold the value of the pixel it repeats (true
         of anything decided from the slot's reads), so the duplicate writes agree.
         """
-        index = self.y[:, :, None] * image_map.shape[1] + self.x[:, None, :]  # [M, h, w]
-        image_map.view(-1).index_copy_(0, index.view(-1), values.reshape(-1).to(image_map.dtype))
+        index = self.flat(image_map.shape[1]).view(-1)
+        image_map.view(-1).index_copy_(0, index, values.reshape(-1).to(image_map.dtype))
 
 
 def band_mask_pairs(
@@ -212,12 +222,13 @@ def band_mask_pairs(
     rows4, cols4 = sampling
     a, b = band.blocks // len(cols), band.blocks % len(cols)
     wn = masks.width
+    low_row, high_row = pick(rows.low, a) * wn, pick(rows.high, a) * wn
+    low_col, high_col = pick(cols.low, b), pick(cols.high, b)
     corners = torch.stack(
-        (rows.low[a] * wn + cols.low[b], rows.low[a] * wn + cols.high[b],
-         rows.high[a] * wn + cols.low[b], rows.high[a] * wn + cols.high[b])
+        (low_row + low_col, low_row + high_col, high_row + low_col, high_row + high_col)
     )  # [4, M]  # fmt: skip
     # Per block, the masks all four corners are in and those only some are in, as bit sets.
-    words = masks.words.view(-1, masks.words.shape[-1])[corners]  # [4, M, num_words]
+    words = pick(masks.words.view(-1, masks.words.shape[-1]), corners)  # [4, M, num_words]
     every = words[0] & words[1] & words[2] & words[3]
     some = (words[0] | words[1] | words[2] | words[3]) ^ every
     h, w = band.shape
@@ -229,13 +240,13 @@ def band_mask_pairs(
     queries = [query.repeat_interleave(h * w)]
     # The others: bilinear P_loc * P_sem per pixel, then the threshold.
     block, query = set_bits(some)
-    values = masks.value(corners[:, block].reshape(-1), query.repeat(4)).view(4, -1, 1, 1)  # [4, E, 1, 1]
-    fy = rows4.frac[band.y[block]][:, :, None]  # [E, h, 1]
-    fx = cols4.frac[band.x[block]][:, None, :]  # [E, 1, w]
+    values = masks.value(corners.index_select(1, block).reshape(-1), query.repeat(4)).view(4, -1, 1, 1)
+    fy = pick(rows4.frac, pick(band.y, block))[:, :, None]  # [E, h, 1]
+    fx = pick(cols4.frac, pick(band.x, block))[:, None, :]  # [E, 1, w]
     hit = bilinear(values[0], values[1], values[2], values[3], fy, fx) > mask_thresh
     e, within = hit.view(len(block), h * w).nonzero().unbind(1)
-    slots.append(block[e] * (h * w) + within)
-    queries.append(query[e])
+    slots.append(pick(block, e) * (h * w) + within)
+    queries.append(pick(query, e))
     return torch.cat(slots), torch.cat(queries)
 
 
@@ -244,6 +255,7 @@ def semantic_at_pixels(
     semantic8: Tensor,
     semantic_mixed: Tensor,
     sampling: tuple[AxisSampling, AxisSampling],
+    squares: Tensor,
     dtype: torch.dtype,
 ) -> Tensor:
     """The argmax of the bilinear semantic logits at every pixel, as an ``[H, W]`` map.
@@ -256,19 +268,23 @@ def semantic_at_pixels(
         logits8: ``[C, h8, w8]``; semantic8: ``[hn8, wn8]`` their argmax on the cells read;
         semantic_mixed: ``[hn8, wn8]`` whether a cell's square has corners of different argmax.
         sampling: the stride-8 row and column :class:`AxisSampling`.
+        squares: ``[R8 * C8]`` flat index into ``[hn8, wn8]`` of the top-left cell of each of
+            their blocks (:attr:`~rt_panoptic_ros.panoptic.geometry.ImageGeometry.squares8`).
     """
     rows8, cols8 = sampling
     rows, cols = rows8.blocks, cols8.blocks
-    pixels = fill_blocks(semantic8[rows.low][:, cols.low].to(dtype), rows, cols)  # [H, W]
-    a, b = semantic_mixed[rows.low][:, cols.low].nonzero().unbind(1)  # mixed squares, as blocks
+    shape = (len(rows), len(cols))
+    pixels = fill_blocks(pick(semantic8.view(-1), squares).to(dtype).view(shape), rows, cols)  # [H, W]
+    a, b = pick(semantic_mixed.view(-1), squares).view(shape).nonzero().unbind(1)  # mixed squares, as blocks
     if len(a) == 0:
         return pixels
     # One padded [n, h, w] grid for squares of every shape (nearly all are one), as in Band: a
     # padded pixel repeats its square's last row or column, decides as it and writes the same.
-    h, w = int(rows.length[a].max()), int(cols.length[b].max())
+    heights, widths = pick(rows.length, a)[:, None], pick(cols.length, b)[:, None]  # [n, 1]
+    h, w = int(heights.max()), int(widths.max())
     dy, dx = torch.arange(h, device=a.device), torch.arange(w, device=a.device)
-    y = rows.start[a][:, None] + torch.minimum(dy, rows.length[a][:, None] - 1)  # [n, h]
-    x = cols.start[b][:, None] + torch.minimum(dx, cols.length[b][:, None] - 1)  # [n, w]
+    y = pick(rows.start, a)[:, None] + torch.minimum(dy, heights - 1)  # [n, h]
+    x = pick(cols.start, b)[:, None] + torch.minimum(dx, widths - 1)  # [n, w]
     # Squares a few at a time: an image far larger than the network input has squares of
     # 10^5 pixels, and all of them at once would take gigabytes of float temporaries.
     step = _CHUNK_PIXELS if len(a) * h * w <= _CHUNK_PIXELS else _RUN_PIXELS
@@ -277,10 +293,11 @@ def semantic_at_pixels(
         members = slice(start, start + per)
         ym, xm = y[members], x[members]
         found = _square_argmax(
-            logits8, (rows.low[a[members]], cols.low[b[members]]), rows8.frac[ym], cols8.frac[xm]
-        )
+            logits8, (pick(rows.low, a[members]), pick(cols.low, b[members])), pick(rows8.frac, ym),
+            pick(cols8.frac, xm), dtype,
+        )  # fmt: skip
         index = ym[:, :, None] * pixels.shape[1] + xm[:, None, :]  # [n, h, w] flat
-        pixels.view(-1).index_copy_(0, index.view(-1), found.to(dtype).view(-1))
+        pixels.view(-1).index_copy_(0, index.view(-1), found.reshape(-1))
     return pixels
 
 
@@ -292,7 +309,9 @@ _CHUNK_PIXELS = 1 << 22
 _RUN_PIXELS = 1 << 20
 
 
-def _square_argmax(logits8: Tensor, squares: tuple[Tensor, Tensor], fy: Tensor, fx: Tensor) -> Tensor:
+def _square_argmax(
+    logits8: Tensor, squares: tuple[Tensor, Tensor], fy: Tensor, fx: Tensor, dtype: torch.dtype
+) -> Tensor:
     """Argmax of the bilinear logits over the pixels of some squares, among their candidates.
 
     Some class c keeps ``reach = max_c min_corner l_c`` or more everywhere between the four
@@ -305,13 +324,14 @@ def _square_argmax(logits8: Tensor, squares: tuple[Tensor, Tensor], fy: Tensor, 
         fy: ``[n, h]`` and fx: ``[n, w]`` fractions of the pixels reading each square.
 
     Returns:
-        ``[n, h, w]`` int64 class (ties to the lowest class id, as ``argmax``).
+        ``[n, h, w]`` class as ``dtype`` (ties to the lowest class id, as ``argmax``).
     """
     dr, dc = squares
     dr1, dc1 = (dr + 1).clamp(max=logits8.shape[1] - 1), (dc + 1).clamp(max=logits8.shape[2] - 1)
-    corners = torch.stack(
-        (logits8[:, dr, dc], logits8[:, dr, dc1], logits8[:, dr1, dc], logits8[:, dr1, dc1])
-    ).permute(2, 0, 1)  # [n, 4, C]
+    width8 = logits8.shape[2]
+    at = torch.stack((dr * width8 + dc, dr * width8 + dc1, dr1 * width8 + dc, dr1 * width8 + dc1))  # [4, n]
+    corners = logits8.flatten(1).index_select(1, at.view(-1)).view(-1, 4, len(dr))  # [C, 4, n]
+    corners = corners.permute(2, 1, 0)  # [n, 4, C]
     lows, highs = corners.amin(dim=1), corners.amax(dim=1)  # [n, C]
     reach = lows.amax(dim=1, keepdim=True)  # [n, 1] a value some class keeps everywhere
     num_classes = lows.shape[1]
@@ -323,14 +343,20 @@ def _square_argmax(logits8: Tensor, squares: tuple[Tensor, Tensor], fy: Tensor, 
     # Candidates first, each group in class order, so that ties go to the lowest id.
     order = torch.sort(torch.where(candidate, ids, ids + num_classes), dim=1).indices[:, :width]  # [n, k]
     valid = candidate.gather(1, order)
-    v = corners.gather(2, order[:, None, :].expand(-1, 4, -1))[..., None, None]  # [n, 4, k, 1, 1]
+    v = corners.gather(2, order[:, None, :].expand(-1, 4, -1))  # [n, 4, k]
+    # The padding (not a candidate) gets -inf corners, so its bilinear value is -inf or NaN
+    # (0 * -inf), never > the running best below: masked on the corners, not on every pixel.
+    # Column 0 is always a candidate.
+    v = v.masked_fill_(~valid[:, None, :], -math.inf)[..., None, None]  # [n, 4, k, 1, 1]
     value = bilinear(v[:, 0], v[:, 1], v[:, 2], v[:, 3], fy[:, None, :, None], fx[:, None, None, :])
-    value.masked_fill_(~valid[:, :, None, None], -math.inf)  # [n, k, h, w]
-    # A running maximum over the few candidates (a strict > keeps the lower id on ties);
-    # argmax over a middle dimension is many times slower on CPUs.
-    best, choice = value[:, 0], torch.zeros_like(value[:, 0], dtype=torch.long)
+    # A running maximum over the few candidates (a strict > keeps the lower id on ties), the
+    # winner kept as its class in the map's type; argmax over a middle dimension is many
+    # times slower on CPUs.
+    classes = order.to(dtype)[:, :, None, None]  # [n, k, 1, 1]
+    best, found = value[:, 0], classes[:, 0].expand_as(value[:, 0])
     for k in range(1, width):
         better = value[:, k] > best
-        best = torch.where(better, value[:, k], best)
-        choice.masked_fill_(better, k)
-    return order.gather(1, choice.flatten(1)).view(choice.shape)
+        if k < width - 1:
+            best = torch.where(better, value[:, k], best)
+        found = torch.where(better, classes[:, k], found)
+    return found

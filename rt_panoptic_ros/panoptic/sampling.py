@@ -66,6 +66,15 @@ def axis_sampling(pixels: int, content: int, stride: int, grid: int, device: tor
     return AxisSampling(low=low, high=(low + 1).clamp_(max=grid - 1), frac=u - low)
 
 
+def pick(values: Tensor, index: Tensor) -> Tensor:
+    """``values[index]`` for an int64 ``index`` of any shape into dim 0: the same elements by
+    ``index_select``, several times faster than advanced indexing on CPUs (the hot path's
+    gathers all go through it)."""
+    if index.dim() == 1:  # most calls: no reshapes (each op costs microseconds on its own)
+        return values.index_select(0, index)
+    return values.index_select(0, index.reshape(-1)).view(*index.shape, *values.shape[1:])
+
+
 def bilinear(v00: Tensor, v01: Tensor, v10: Tensor, v11: Tensor, fy: Tensor, fx: Tensor) -> Tensor:
     """The bilinear value between four corners (``v<row><col>``), ``F.interpolate``'s arithmetic."""
     return (1 - fy) * ((1 - fx) * v00 + fx * v01) + fy * ((1 - fx) * v10 + fx * v11)
@@ -94,6 +103,11 @@ class AxisBlocks:
     def last(self) -> Tensor:
         """``[B]`` last pixel of each block."""
         return self.start + self.length - 1
+
+    @functools.cached_property
+    def repeat_plan(self) -> tuple[int, int, int, int] | None:
+        """:func:`_repeat_plan` of these blocks (computed once: the samplings are cached)."""
+        return _repeat_plan(self)
 
 
 def axis_blocks(sampling: AxisSampling) -> AxisBlocks:
@@ -175,28 +189,34 @@ def fill_blocks(block_map: Tensor, rows: AxisBlocks, cols: AxisBlocks) -> Tensor
     a gather: the first and last blocks are repeated to whole numbers of blocks, the whole
     repeated, and the result cut where the image starts.
     """
-    row_plan, col_plan = _repeat_plan(rows), _repeat_plan(cols)
+    row_plan, col_plan = rows.repeat_plan, cols.repeat_plan
     if row_plan is None or col_plan is None:
         return block_map.index_select(1, cols.of_pixel).index_select(0, rows.of_pixel)
-    (row_step, row_lead, row_trail), (col_step, col_lead, col_trail) = row_plan, col_plan
+    (row_step, row_lead, row_trail, top), (col_step, col_lead, col_trail, left) = row_plan, col_plan
     padded = torch.cat(
         (block_map[:1].expand(row_lead - 1, -1), block_map, block_map[-1:].expand(row_trail - 1, -1))
     )
     padded = torch.cat(
         (padded[:, :1].expand(-1, col_lead - 1), padded, padded[:, -1:].expand(-1, col_trail - 1)), dim=1
     )
-    repeated = padded.repeat_interleave(col_step, dim=1).repeat_interleave(row_step, dim=0)
-    top, left = row_lead * row_step - int(rows.length[0]), col_lead * col_step - int(cols.length[0])
-    return repeated[top : top + len(rows.of_pixel), left : left + len(cols.of_pixel)].contiguous()
+    height, width = len(rows.of_pixel), len(cols.of_pixel)
+    # Repeats as broadcast copies, the columns cut before the rows are repeated: the one copy
+    # of the full size is then contiguous and cutting its rows is a view.
+    r, c = padded.shape
+    across = padded[:, :, None].expand(r, c, col_step).reshape(r, c * col_step)[:, left : left + width]
+    return across[:, None, :].expand(r, row_step, width).reshape(r * row_step, width)[top : top + height]
 
 
-def _repeat_plan(blocks: AxisBlocks) -> tuple[int, int, int] | None:
-    """``(step, lead, trail)`` when all blocks but the first and last are ``step`` long: the
-    first and last then take ``lead`` and ``trail`` blocks of ``step``; else ``None``."""
+def _repeat_plan(blocks: AxisBlocks) -> tuple[int, int, int, int] | None:
+    """``(step, lead, trail, cut)`` when all blocks but the first and last are ``step`` long:
+    the first and last then take ``lead`` and ``trail`` blocks of ``step``, and ``cut`` pixels
+    of the repeated first come before the image's first; else ``None``."""
     lengths = blocks.length
     if len(lengths) < 3:
         return None
     step = int(lengths[1])
     if not bool((lengths[1:-1] == step).all()):
         return None
-    return step, -(-int(lengths[0]) // step), -(-int(lengths[-1]) // step)
+    first, last = int(lengths[0]), int(lengths[-1])
+    lead = -(-first // step)
+    return step, lead, -(-last // step), lead * step - first
