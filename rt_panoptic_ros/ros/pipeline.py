@@ -172,7 +172,7 @@ class FramePipeline:
     ) -> None:
         self.predictor = predictor
         if one_torch_thread is None:
-            one_torch_thread = getattr(predictor.device, "type", "cpu") == "cpu"
+            one_torch_thread = predictor.device.type == "cpu"
         self.one_torch_thread = one_torch_thread
         self._cfg = cfg
         self._convert, self._wanted, self._publish = convert, wanted, publish
@@ -263,13 +263,11 @@ class FramePipeline:
         work = self._take_frames()
         if work is None:
             return False
-        if work is _NOTHING or not self._upload(work):
-            return True
-        return self._to_infer.put(work)
+        return work is _NOTHING or self._to_infer.put(work)
 
     def _take_frames(self) -> BatchJob | Any | None:
-        """The newest frame of every camera that has one, converted: a batch job (not yet
-        uploaded); :data:`_NOTHING` when none is left to infer; ``None`` once closed."""
+        """The newest frame of every camera that has one, converted and uploaded as one batch;
+        :data:`_NOTHING` when none is left to infer; ``None`` once closed."""
         frames = self.slot.take(self.batch_wait_s)
         if frames is None:
             return None
@@ -283,24 +281,19 @@ class FramePipeline:
             job.rgb = self._timed(job.times, [job], "convert", self._convert, job.message)
             if job.rgb is not _FAILED:
                 jobs.append(job)
-        return BatchJob(jobs, cfg) if jobs else _NOTHING
-
-    def _upload(self, work: BatchJob) -> bool:
-        images = [j.rgb for j in work.jobs]
-        work.batch = self._timed(work.times, work.jobs, "upload", self.predictor.upload, images)
-        return work.batch is not _FAILED
+        if not jobs:
+            return _NOTHING
+        work = BatchJob(jobs, cfg)
+        work.batch = self._timed(work.times, jobs, "upload", self.predictor.upload, [j.rgb for j in jobs])
+        return _NOTHING if work.batch is _FAILED else work
 
     def _infer(self) -> bool:
-        if self.one_torch_thread:  # takes, converts and uploads the frames itself
-            work = self._take_frames()
-            if work is None:
-                return False
-            if work is _NOTHING or not self._upload(work):
-                return True
-        else:
-            work = self._to_infer.take()
-            if work is None:
-                return False
+        # On a CPU this thread takes the frames itself; on a GPU the prepare thread hands them.
+        work = self._take_frames() if self.one_torch_thread else self._to_infer.take()
+        if work is None:
+            return False
+        if work is _NOTHING:
+            return True
         heads = self._timed(work.times, work.jobs, "infer", self.predictor.infer, work.batch.images)
         if heads is not _FAILED:
             results = self._timed(work.times, work.jobs, "decode", self._decode, heads, work)
@@ -388,5 +381,6 @@ class FramePipeline:
 
 #: What :meth:`FramePipeline._timed` returns for a failed step (``None`` is a valid value).
 _FAILED: Any = object()
-#: What :meth:`FramePipeline._take_frames` returns when no frame it took is to be inferred.
+#: What :meth:`FramePipeline._take_frames` returns when no frame it took is to be inferred
+#: (nobody listens, or each failed to convert or upload: reported and counted already).
 _NOTHING: Any = object()
