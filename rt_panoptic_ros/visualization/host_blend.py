@@ -45,7 +45,8 @@ def _scratch(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
 
 
 def _narrow_ids(semantic: np.ndarray, instance: np.ndarray, num_classes: int, num_segments: int) -> bool:
-    """Whether :func:`_combined_ids` gives one-byte ids for these maps."""
+    """Whether these maps take one-byte combined ids (:func:`_combined_ids`); decided once per
+    picture, so that every band of it has the ids the colour table was built for."""
     return (
         semantic.dtype == np.uint8
         and semantic.size > 1  # OpenCV reads a 1x1 array beside a number as two scalars
@@ -55,17 +56,17 @@ def _narrow_ids(semantic: np.ndarray, instance: np.ndarray, num_classes: int, nu
 
 
 def _combined_ids(
-    semantic: np.ndarray, instance: np.ndarray, num_classes: int, num_segments: int
+    semantic: np.ndarray, instance: np.ndarray, num_classes: int, num_segments: int, narrow: bool
 ) -> tuple[np.ndarray, int]:
     """One id per pixel: the class id on stuff, ``num_classes + k - 1`` on instance k, and
     the returned void id where the class id is outside ``[0, num_classes)``.
 
     Returns:
-        ``[H, W]`` uint8 ids with void 255 when classes and instances fit (one byte per pixel,
-        so OpenCV does the work; a scratch array), else int32 ids with void
-        ``num_classes + num_segments``.
+        ``[H, W]`` uint8 ids with void 255 when ``narrow`` (:func:`_narrow_ids`: classes and
+        instances fit one byte per pixel, so OpenCV does the work; a scratch array), else int32
+        ids with void ``num_classes + num_segments``.
     """
-    if _narrow_ids(semantic, instance, num_classes, num_segments):
+    if narrow:
         # Instance slots are above every class id and void (255) above both, so two maxima
         # combine the maps: ids = max(semantic, slot where instance, 255 where void).
         shape = semantic.shape
@@ -128,16 +129,17 @@ def blend_on_host(
     ``rgb``'s size by nearest neighbour if it is smaller, coloured (:func:`_lookup`), blended
     with ``cv2.addWeighted``, void copied back; in two bands of rows when the picture is large."""
     num_segments = len(table) - num_classes
-    words = _colour_words(table, _narrow_ids(semantic, instance, num_classes, num_segments))
+    narrow = _narrow_ids(semantic, instance, num_classes, num_segments)
+    words = _colour_words(table, narrow)
     out = np.empty_like(rgb)
     if rgb.shape[:2] == semantic.shape:
 
         def paint(rows: slice) -> None:
-            ids, void_id = _combined_ids(semantic[rows], instance[rows], num_classes, num_segments)
+            ids, void_id = _combined_ids(semantic[rows], instance[rows], num_classes, num_segments, narrow)
             _blend(rgb[rows], ids, void_id, words, alpha, out[rows])
 
     else:  # the ids of every output pixel need the whole map: combined once, then banded
-        ids, void_id = _combined_ids(semantic, instance, num_classes, num_segments)
+        ids, void_id = _combined_ids(semantic, instance, num_classes, num_segments, narrow)
         small = _scratch("ids_small", rgb.shape[:2], ids.dtype)
         ids = cv2.resize(ids, rgb.shape[1::-1], dst=small, interpolation=cv2.INTER_NEAREST)
 
