@@ -43,10 +43,6 @@ NAMES = tuple(OUTPUT_TOPICS)
 SETUPS = ("one_node", "node_per_camera")
 
 
-def complete(recorder: OutputRecorder, key: int) -> bool:
-    return all(key in recorder.received.arrival[n] for n in NAMES)
-
-
 def run(setup: str, count: int, args: argparse.Namespace, frames: list, workdir: Path) -> dict:
     namespace = f"/cams_bench_{setup}_{count}"
     cameras = [f"cam{k}" for k in range(count)]
@@ -81,7 +77,7 @@ def run(setup: str, count: int, args: argparse.Namespace, frames: list, workdir:
             while time.monotonic() < deadline and not answered:
                 key = stream.send(frames[0], messages[0])
                 wait = time.monotonic() + 5
-                while time.monotonic() < wait and not (answered := complete(recorder, key)):
+                while time.monotonic() < wait and not (answered := recorder.complete(key)):
                     time.sleep(0.01)
             if not answered:
                 raise SystemExit(
@@ -105,7 +101,7 @@ def run(setup: str, count: int, args: argparse.Namespace, frames: list, workdir:
         for stream, recorder, keys in zip(streams, recorders, sent, strict=True):
             arrival = recorder.received.arrival
             done = sorted(
-                (max(arrival[n][key] for n in NAMES), key) for key in keys if complete(recorder, key)
+                (max(arrival[n][key] for n in NAMES), key) for key in keys if recorder.complete(key)
             )
             steady = done[len(done) // 5 :]  # skip the first fifth: start-up
             rates.append((len(steady) - 1) / (steady[-1][0] - steady[0][0]) if len(steady) > 1 else 0.0)

@@ -95,11 +95,6 @@ def stage_figures(diagnostics: list[DiagnosticArray]) -> dict[str, Any]:
     }
 
 
-def complete(recorder: OutputRecorder, key: int) -> bool:
-    arrival = recorder.received.arrival
-    return all(key in arrival[n] for n in NAMES)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ROOT / "models" / "small_synthetic.pt"))
@@ -157,7 +152,7 @@ def main() -> None:
             sent.append(camera.send(frames[len(sent) % len(frames)]))
             time.sleep(max(0.0, start + len(sent) * period - time.monotonic()))
         time.sleep(3.0)  # the last answers arrive
-        done = sorted(max(arrival[n][k] for n in NAMES) for k in sent if complete(recorder, k))
+        done = sorted(max(arrival[n][k] for n in NAMES) for k in sent if recorder.complete(k))
         steady = done[len(done) // 5 :]  # skip the first fifth: start-up
         node_fps = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 1 else 0.0
         loaded_stages = stage_figures(diagnostics)

@@ -102,9 +102,12 @@ class OutputRecorder(Node):
         Sleeps until a message arrives instead of polling, so a benchmark that waits does not
         take CPU time (and cache) from the processes it measures.
         """
-        arrival = self.received.arrival
         with self._arrived:
-            return self._arrived.wait_for(lambda: all(key in times for times in arrival.values()), timeout)
+            return self._arrived.wait_for(lambda: self.complete(key), timeout)
+
+    def complete(self, key: int) -> bool:
+        """Whether the frame stamped ``key`` has arrived on every recorded output."""
+        return all(key in times for times in self.received.arrival.values())
 
     def count(self, name: str) -> int:
         with self._lock:
