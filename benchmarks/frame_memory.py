@@ -19,7 +19,8 @@ peak, result maps included, and not the model or the interpreter:
 The frames are a synthetic street scene (``rt-panoptic-synth``'s generator, 256x512) resized
 up, so that the decoder meets objects, boundaries and stuff as in a camera image. ``--before``
 runs the same measurements with the package as it was at a git revision (extracted with
-``git archive``), so that before and after come from one command on one machine. ``--track``
+``git archive``), so that before and after come from one command on one machine. Each process
+sets malloc up as the node does (``rt_panoptic_ros/allocator.py``) where its revision can. ``--track``
 also runs the node's tracker on each result (``PanopticTracker.update``, as the node does by
 default), so that the track-id map it adds is counted.
 """
@@ -67,6 +68,12 @@ def _worker(args: argparse.Namespace) -> None:
     from rt_panoptic_ros.ros.image_conversion import compressed_to_rgb
 
     assert Path(rt_panoptic_ros.__file__).is_relative_to(args.package_root), rt_panoptic_ros.__file__
+    try:  # malloc as the node's process has it (allocator.py), where the revision has it
+        from rt_panoptic_ros.allocator import keep_large_blocks
+    except ImportError:
+        pass
+    else:
+        keep_large_blocks()
     scene = np.load(args.scene)
     predictor = Predictor(args.model)
 

@@ -13,7 +13,11 @@ One run, side by side, on the same synthetic street scenes (``--frames`` of them
    output, minus the Predictor's median;
 3. the same node with the camera sending faster than the node can answer (1.5x the
    Predictor's rate) for ``--seconds``: the rate of *complete* frames (all four outputs
-   arrived) over the steady part, as a ratio of the Predictor's rate;
+   arrived) over the steady part, as a ratio of the Predictor's rate; and the CPU time per
+   complete frame of the node's process and of this one (camera and recorder), beside the
+   Predictor's CPU time per frame: when every core is busy, as on this 2-core machine, the
+   node's ratio can be at most ``Predictor CPU / (node + camera + recorder CPU)``
+   (``rate_ceiling_all_cores_busy``);
 4. the node's own per-stage times (``/diagnostics``: convert, upload, infer, decode, track,
    overlay, publish; p50 ms) after 2 and after 3, summed per pipeline thread (prepare =
    convert + upload, infer = infer + decode, publish = track + overlay + publish; where each
@@ -27,7 +31,9 @@ One run, side by side, on the same synthetic street scenes (``--frames`` of them
 ``--node-env NAME=VALUE ...`` sets environment variables of the node's process only (e.g.
 ``OMP_NUM_THREADS=1``), to compare settings side by side.
 
-Both processes get the shipped Fast DDS profile (large images in milliseconds).
+Both processes get the shipped Fast DDS profile (large images in milliseconds), and both keep
+frame-sized blocks in malloc (``rt_panoptic_ros/allocator.py``), as the node's own ``main``
+does: the Predictor measured here runs with the same allocator settings as the node's.
 """
 
 from __future__ import annotations
@@ -44,12 +50,13 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 
+from rt_panoptic_ros.allocator import keep_large_blocks
 from rt_panoptic_ros.image_io import read_rgb
 from rt_panoptic_ros.ros.dds_profile import use_shipped_profile
 from rt_panoptic_ros.ros.outputs import OUTPUT_TOPICS
 from rt_panoptic_ros.ros.testing.harness import CameraStream, OutputRecorder, Spinner, start_node, stop_node
 from rt_panoptic_ros.runtime import Predictor
-from rt_panoptic_ros.runtime.machine import write_benchmark
+from rt_panoptic_ros.runtime.machine import cpu_seconds, rss_mb, write_benchmark
 from rt_panoptic_ros.training.data.synthetic import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,12 +74,16 @@ def predictor_figures(model: str, frames: list, count: int) -> dict:
     predictor = Predictor(model, backend="torch")
     predictor(frames[0])  # warm-up
     times = []
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for k in range(count):
         begin = time.perf_counter()
         predictor(frames[k % len(frames)])
         times.append(time.perf_counter() - begin)
-    return {"fps": count / (time.perf_counter() - start), "median_ms": statistics.median(times) * 1000}
+    return {
+        "fps": count / (time.perf_counter() - start),
+        "median_ms": statistics.median(times) * 1000,
+        "cpu_ms": (time.process_time() - cpu) / count * 1000,  # all threads, per frame
+    }
 
 
 def stage_figures(diagnostics: list[DiagnosticArray]) -> dict[str, Any]:
@@ -109,6 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     profile = use_shipped_profile()
+    malloc = keep_large_blocks()
 
     workdir = Path(tempfile.mkdtemp(prefix="node_bench_"))
     write_dataset(workdir / "scenes", args.frames, seed=11, height=args.height, width=args.width)
@@ -147,15 +159,18 @@ def main() -> None:
 
         # 2. camera faster than the node: complete frames per second over the steady part
         period = 1.0 / (1.5 * predictor["fps"])
+        cpu_before = cpu_seconds(process.pid), time.process_time()
         sent, start = [], time.monotonic()
         while time.monotonic() - start < args.seconds:
             sent.append(camera.send(frames[len(sent) % len(frames)]))
             time.sleep(max(0.0, start + len(sent) * period - time.monotonic()))
         time.sleep(3.0)  # the last answers arrive
+        cpu_used = cpu_seconds(process.pid) - cpu_before[0], time.process_time() - cpu_before[1]
         done = sorted(max(arrival[n][k] for n in NAMES) for k in sent if recorder.complete(k))
         steady = done[len(done) // 5 :]  # skip the first fifth: start-up
         node_fps = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 1 else 0.0
         loaded_stages = stage_figures(diagnostics)
+        node_rss = rss_mb(process.pid)
     finally:
         spinner.stop()
         camera.destroy_node()
@@ -168,6 +183,17 @@ def main() -> None:
     predictor_fps = (predictor["fps"] + after["fps"]) / 2
     predictor_ms = (predictor["median_ms"] + after["median_ms"]) / 2
     node_ms = statistics.median(latencies) * 1000 if latencies else float("nan")
+    # CPU per complete frame while the camera was faster: the node's process, and this one's
+    # (the camera sending every frame, the recorder receiving the outputs). With every core
+    # busy, the node's rate can be at most the Predictor's times the ratio of their CPU costs.
+    predictor_cpu_ms = (predictor["cpu_ms"] + after["cpu_ms"]) / 2
+    per_frame = [used / max(1, len(done)) * 1000 for used in cpu_used]
+    cpu = {
+        "predictor_cpu_ms_per_frame": round(predictor_cpu_ms, 1),
+        "node_cpu_ms_per_complete_frame": round(per_frame[0], 1),
+        "camera_and_recorder_cpu_ms_per_complete_frame": round(per_frame[1], 1),
+        "rate_ceiling_all_cores_busy": round(predictor_cpu_ms / sum(per_frame), 3),
+    }
     threads = alone_stages["threads"]
     slowest_cpu_thread = max(threads["prepare"], threads["publish"])
     gpu_case = {
@@ -182,6 +208,7 @@ def main() -> None:
         "panoptic_node vs its Predictor: complete-frame rate, lock-step overhead, stage times",
         model=Path(args.model).name, input=[args.height, args.width], frames=args.frames,
         backend="torch (CPU)", transport=f"reliable, two processes, {profile.describe()}",
+        malloc=malloc.describe(),
         predictor_fps=round(predictor_fps, 3), predictor_median_ms=round(predictor_ms, 1),
         predictor_before_after_fps=[round(predictor["fps"], 3), round(after["fps"], 3)],
         camera_hz=round(1 / period, 2), sent=len(sent), complete_frames=len(done),
@@ -193,6 +220,7 @@ def main() -> None:
         node_stage_p50_ms_camera_faster=loaded_stages["stages"],
         node_thread_p50_ms_camera_faster=loaded_stages["threads"],
         gpu_case_estimate=gpu_case,
+        cpu_while_camera_faster=cpu, node_rss_mb_after=round(node_rss),
         node_env=args.node_env,
         node_latency_p50_ms_camera_faster=loaded_stages["latency_p50_ms"],
     )  # fmt: skip

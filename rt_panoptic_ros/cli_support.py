@@ -3,7 +3,7 @@
 It lives apart from :mod:`rt_panoptic_ros.cli` so that the training subpackage's tools
 (``rt-panoptic-eval``, ``rt-panoptic-synth``, ...) report errors the same way without importing
 the inference CLIs (the import-linter contracts in ``pyproject.toml`` forbid that direction).
-It imports nothing but :mod:`rt_panoptic_ros.errors`.
+It imports nothing but :mod:`rt_panoptic_ros.errors` and :mod:`rt_panoptic_ros.allocator`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from rt_panoptic_ros.allocator import keep_large_blocks
 from rt_panoptic_ros.errors import RTPanopticError
 
 #: Exit status of a run stopped by an error the user can fix (bad file, bad argument).
@@ -21,7 +22,11 @@ EXIT_INTERRUPTED = 130
 
 
 def run_cli(prog: str, body: Callable[[], int | None]) -> int:
-    """Run ``body``; turn the errors a user can cause into one line on stderr and a status."""
+    """Run ``body``; turn the errors a user can cause into one line on stderr and a status.
+
+    First malloc is told to keep frame-sized blocks (``allocator.py``): every tool handles
+    images and tensors of megabytes."""
+    keep_large_blocks()
     try:
         return body() or 0
     except RTPanopticError as error:

@@ -189,6 +189,7 @@ def test_a_frame_sent_alone_is_answered_without_a_heartbeat_wait(rig):
     during = {d["input_qos"] for d in rig.diagnostics.history[int(before["_index"]) :]}
     assert any(q.startswith("reliable (auto: 1 publisher") for q in during), during
     assert "(shipped" in after["dds_profile"], after["dds_profile"]
+    assert after["malloc"].startswith("malloc keeps blocks up to 32 MiB"), after["malloc"]
 
 
 def test_reliable_camera_without_the_profile(rig):

@@ -31,6 +31,7 @@ from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
+from rt_panoptic_ros.allocator import keep_large_blocks
 from rt_panoptic_ros.errors import first_line
 from rt_panoptic_ros.ros.dds_profile import ProfileChoice, use_shipped_profile
 from rt_panoptic_ros.ros.panoptic_core import (
@@ -117,6 +118,7 @@ def main(args: list[str] | None = None) -> int:
     The shipped Fast DDS profile is applied before ``rclpy.init``, as ``node.py`` does.
     """
     profile = use_shipped_profile()
+    keep_large_blocks()
     try:
         rclpy.init(args=args)
     except RCLError as error:

@@ -41,6 +41,7 @@ from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
+from rt_panoptic_ros.allocator import keep_large_blocks
 from rt_panoptic_ros.errors import first_line
 from rt_panoptic_ros.ros.dds_profile import ProfileChoice, use_shipped_profile
 from rt_panoptic_ros.ros.panoptic_core import NODE_NAME, PanopticCore, StartupError
@@ -80,6 +81,7 @@ def main(args: list[str] | None = None) -> int:
     spun on another thread.
     """
     profile = use_shipped_profile()
+    keep_large_blocks()
     try:
         rclpy.init(args=args)
     except RCLError as error:  # rcl's own argument parsing: a bad --params-file, "-p name"

@@ -36,6 +36,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from rt_panoptic_ros.allocator import process_choice
 from rt_panoptic_ros.config import Config
 from rt_panoptic_ros.errors import RTPanopticError, first_line
 from rt_panoptic_ros.panoptic.fusion import void_label
@@ -139,6 +140,7 @@ class PanopticCore:
         self.void = void_label(cfg.dataset.num_classes)
 
         self.dds_profile = dds_profile.describe() if dds_profile else "chosen by the hosting process"
+        self.malloc = process_choice().describe()  # set by the process's main (allocator.py)
         self.output_qos = f"{startup['output_reliability']}, keep last {OUTPUT_DEPTH}"
         outputs = QoSProfile(
             history=HistoryPolicy.KEEP_LAST,
@@ -182,7 +184,7 @@ class PanopticCore:
         self.pipeline.reset_tracks()  # after a pause, old tracks would match unrelated objects
         listening = ", ".join(camera.open() for camera in self.cameras.values())
         self._timers = [self.node.create_timer(1.0, self._publish_diagnostics)]
-        return f"listening on {listening}; outputs {self.output_qos}; {self.dds_profile}"
+        return f"listening on {listening}; outputs {self.output_qos}; {self.dds_profile}; {self.malloc}"
 
     def stop(self) -> None:
         """Take no more frames: the subscriptions and timers go; a frame in flight is dropped."""
@@ -350,6 +352,7 @@ class PanopticCore:
         common = {
             "output_qos": self.output_qos,
             "dds_profile": self.dds_profile,
+            "malloc": self.malloc,
             "backend": self.predictor.backend.name,
             "device": self.device,
             "model": str(self.model_path),

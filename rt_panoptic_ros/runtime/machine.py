@@ -29,6 +29,16 @@ def rss_mb(pid: int | str = "self") -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int | str = "self") -> float:
+    """A process's CPU time so far, user + system, all its threads (``/proc/<pid>/stat``), s;
+    0 if unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_model() -> str:
     """The CPU's marketing name (``/proc/cpuinfo``), or the platform's best guess."""
     try:

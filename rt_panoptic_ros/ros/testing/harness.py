@@ -31,6 +31,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from rt_panoptic_ros.allocator import keep_large_blocks
 from rt_panoptic_ros.ros.dds_profile import ProfileChoice, use_shipped_profile
 from rt_panoptic_ros.ros.image_conversion import rgb_to_msg
 from rt_panoptic_ros.ros.messages import stamp_ns
@@ -50,6 +51,7 @@ def init_ros(profile: bool = True) -> tuple[rclpy.Context, ProfileChoice | None]
     ``FASTDDS_DEFAULT_PROFILES_FILE``; the tests' processes get it from ``test/conftest.py``.)
     """
     choice = use_shipped_profile() if profile else None
+    keep_large_blocks()  # as the node does: receiving large images costs a quarter of the CPU
     context = rclpy.Context()
     rclpy.init(context=context)
     return context, choice
