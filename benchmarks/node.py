@@ -10,7 +10,8 @@ One run, side by side, on the same synthetic street scenes (``--frames`` of them
    mean is the figure: this machine's speed drifts): its own rate (frames / s) and latency;
 2. ``panoptic_node`` in its own process over DDS, all four outputs subscribed, fed lock-step
    (each frame after the previous one's four outputs arrived): median latency publish -> last
-   output, minus the Predictor's median;
+   output, minus the Predictor's median; and how much of it the node itself took (receipt ->
+   all four published, its ``latency_p50_ms``) and the transport the rest;
 3. the same node with the camera sending faster than the node can answer (1.5x the
    Predictor's rate) for ``--seconds``: the rate of *complete* frames (all four outputs
    arrived) over the steady part, as a ratio of the Predictor's rate; and the CPU time per
@@ -215,6 +216,10 @@ def main() -> None:
         node_complete_fps=round(node_fps, 3), node_over_predictor_rate=round(node_fps / predictor_fps, 3),
         lockstep_node_median_ms=round(node_ms, 1),
         lockstep_overhead_ms=round(node_ms - predictor_ms, 1),
+        # receipt -> all four published, in the node; the rest of the lock-step time is the
+        # transport: the camera's publish, DDS in and out, the recorder's receiving
+        node_latency_p50_ms_lockstep=alone_stages["latency_p50_ms"],
+        transport_ms_lockstep=round(node_ms - alone_stages["latency_p50_ms"], 1),
         node_stage_p50_ms_lockstep=alone_stages["stages"],
         node_thread_p50_ms_lockstep=threads,
         node_stage_p50_ms_camera_faster=loaded_stages["stages"],
