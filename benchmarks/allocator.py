@@ -34,7 +34,7 @@ SETTINGS = {"kept": {}, "glibc defaults": {"RT_PANOPTIC_MALLOC": "off"}}
 
 def measure_receive(env: dict[str, str], messages: int, domain: int) -> float:
     """CPU ms of a listener process per 1024x2048 rgb8 message received."""
-    from rt_panoptic_ros.ros.testing.harness import HelperProcess, helper_command
+    from rt_panoptic_ros.ros.testing.helper_processes import HelperProcess, helper_command
     from rt_panoptic_ros.runtime.machine import cpu_seconds
 
     env = {**env, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}

@@ -6,10 +6,11 @@ usage: python benchmarks/dds.py [--height 1024 --width 2048] [--frames 20] [--ra
 One run, every configuration side by side, each a fresh pair of processes (a process reads its
 Fast DDS profile once, at start):
 
-- ``input``: a camera (``python -m rt_panoptic_ros.ros.testing.harness camera``) publishes ``--frames``
-  rgb8 frames at ``--rate`` Hz, then ``--singles`` frames each sent alone (2 s apart), to a
-  reader subscribed as the panoptic node subscribes (keep last 1), for each combination of
-  reliability and of the shipped profile (config/fastdds_large_images.xml) in either process.
+- ``input``: a camera (``python -m rt_panoptic_ros.ros.testing.helper_processes camera``)
+  publishes ``--frames`` rgb8 frames at ``--rate`` Hz, then ``--singles`` frames each sent
+  alone (2 s apart), to a reader subscribed as the panoptic node subscribes (keep last 1),
+  for each combination of reliability and of the shipped profile
+  (config/fastdds_large_images.xml) in either process.
 - ``outputs``: a publisher sends what the node sends per frame (semantic mono8, instance
   mono16, detections, overlay rgb8 at the same size) with keep-last 1 or 5, at 2 Hz and at
   10 Hz (a GPU node's rate), to a subscriber with rclpy's defaults (reliable, keep last 10, no
@@ -34,7 +35,7 @@ from typing import Any
 
 from rt_panoptic_ros.percentile import percentile
 from rt_panoptic_ros.ros.dds_profile import shipped_profile_path, without_profile
-from rt_panoptic_ros.ros.testing.harness import HelperProcess, helper_command
+from rt_panoptic_ros.ros.testing.helper_processes import HelperProcess, helper_command
 from rt_panoptic_ros.runtime.machine import write_benchmark
 
 #: (name, camera reliability, reader reliability, profile in the camera's process, in the reader's)

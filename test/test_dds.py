@@ -24,7 +24,8 @@ from rclpy.node import Node
 
 from rt_panoptic_ros.model import save_checkpoint
 from rt_panoptic_ros.ros.dds_profile import PROFILE_VARIABLES, without_profile
-from rt_panoptic_ros.ros.testing.harness import HelperProcess, Spinner, helper_command, start_node, stop_node
+from rt_panoptic_ros.ros.testing.harness import Spinner, start_node, stop_node
+from rt_panoptic_ros.ros.testing.helper_processes import HelperProcess, helper_command
 
 pytestmark = pytest.mark.slow
 
