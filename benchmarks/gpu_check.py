@@ -9,6 +9,8 @@ and needs no ROS. In order, each part within its time budget (about 7 minutes in
 2. ``torch``: fp32, fp16, fp16 + CUDA graphs;
 3. ``onnxruntime``: the CUDA execution provider (onnxruntime-gpu), fp32 and the fp16 graph;
 4. ``tensorrt``: fp16 and int8 (calibrated on synthetic scenes) engines;
+5. ``node_glue``: the panoptic node's per-frame work outside ROS on the device, per pipeline
+   thread, and the node's rate estimated from it (``benchmarks/node_glue.py``);
 
 each on the bundled model and the TRI preset (``tri_cityscapes``, random weights: latency
 does not depend on the weights' values; decode time does follow the instances found, listed
@@ -227,6 +229,24 @@ class Runtime:
         return self._files[model]
 
 
+def run_node_glue(args: argparse.Namespace) -> dict[str, Any]:
+    """``benchmarks/node_glue.py`` on the device, into ``gpu_node_glue.json``; its summary."""
+    import node_glue  # benchmarks/node_glue.py, beside this script
+
+    from rt_panoptic_ros.runtime.machine import write_benchmark
+
+    path = args.output_dir / "gpu_node_glue.json"
+    size = args.sizes[-1]  # 1024x2048, the node's camera resolution (the quick size with --quick)
+    try:
+        figures = node_glue.measure(args.device, args.frames, size, ROOT / "benchmarks" / "node.json")
+    except Exception as error:  # recorded; the check goes on
+        why = f"{type(error).__name__}: {error}"[:500]
+        return {"file": None, "status": "failed", "failed": 1, "error": why}
+    write_benchmark(path, "GPU check, node_glue: the node's work outside ROS per pipeline thread", **figures)
+    rate = figures["node_over_model_rate"]
+    return {"file": path.name, "status": "ran", "failed": 0, "node_over_model_rate": rate}
+
+
 def summarize_part(rows: list[dict[str, Any]]) -> dict[str, Any]:
     statuses = [r["status"] for r in rows]
     counts = {s: statuses.count(s) for s in ("ran", "skipped", "failed")}
@@ -292,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                 path, f"GPU check, {part}: Predictor latency per stage", settings=settings, results=rows
             )
             summary["parts"][part] = {"file": path.name, **summarize_part(rows)}
+        summary["parts"]["node_glue"] = run_node_glue(args)
     summary["wall_s"] = round(time.monotonic() - started, 1)
     write_benchmark(
         args.output_dir / "gpu_check_summary.json", "GPU check: tests and benchmark parts", **summary
