@@ -5,14 +5,17 @@ usage: python benchmarks/node_glue.py [--device cuda] [--frames 30] [--height 10
 
 ``benchmarks/node.py`` measures the node through ROS on this CPU; on a GPU the pipeline runs
 three threads (``rt_panoptic_ros/ros/pipeline.py``) and its rate is its slowest thread's. This
-script times, frame by frame on the bundled model (torch, fp16 on CUDA), every step of those
-threads that needs no ROS, each synchronised on the device:
+script times, on the bundled model (torch, fp16 on CUDA), every step of those threads that
+needs no ROS, each synchronised on the device:
 
 - prepare: ``upload`` (fit and copy the frame to the device);
-- infer: ``network``, ``decode``, ``download`` (the maps to the host, for the messages);
-- publish: ``track`` (the tracker, on the host maps), ``overlay`` as the node draws it: from the
-  maps still on the device (``job.device_maps``; one image up, one down) on CUDA, from the host
-  maps on a CPU; ``overlay_host`` beside it, the host path on the same maps.
+- infer: ``network``, ``decode``, ``download`` (the maps to the host, for the messages), the
+  Predictor's own stages as ``rt-panoptic-bench`` times them
+  (:func:`~rt_panoptic_ros.runtime.bench.time_stages`);
+- publish, frame by frame: ``track`` (the tracker, on the host maps), ``overlay`` as the node
+  draws it: from the maps still on the device (``job.device_maps``; one image up, one down)
+  on CUDA, from the host maps on a CPU; ``overlay_host`` beside it, the host path on the same
+  maps.
 
 The publish thread also builds and sends the ROS messages; that time, ``publish_p50_ms`` of
 ``--node-json`` (measured through DDS on the machine that wrote it), is added as measured
@@ -25,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -37,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # a source checkout: no install needed
 sys.path.insert(0, str(ROOT / "test"))
 
+#: Untimed frames first (cuDNN autotuning, caches).
+WARMUP = 3
 #: The node's pipeline threads on a GPU and the steps of each measured here.
 THREADS = {
     "prepare": ("upload",),
@@ -53,13 +57,14 @@ def measure(device: str, frames: int, size: tuple[int, int], node_json: Path | N
     from rt_panoptic_ros import Predictor
     from rt_panoptic_ros.allocator import keep_large_blocks
     from rt_panoptic_ros.image_io import read_rgb
+    from rt_panoptic_ros.runtime.bench import STAGES, summarize, synchronizer, time_stages
     from rt_panoptic_ros.tracking import TrackingSettings
     from rt_panoptic_ros.visualization import draw_overlay
 
     keep_large_blocks()  # malloc as in the node's process
     predictor = Predictor(str(ROOT / "models" / "small_synthetic.pt"), backend="torch", device=device)
     cuda = predictor.device.type == "cuda"
-    sync: Callable[[], None] = torch.cuda.synchronize if cuda else (lambda: None)
+    sync = synchronizer(predictor.device)
     map_training_subpackage()
     from rt_panoptic_ros.training.data.synthetic import write_dataset
 
@@ -69,32 +74,30 @@ def measure(device: str, frames: int, size: tuple[int, int], node_json: Path | N
         images = [read_rgb(p) for p in sorted((Path(folder) / "images").iterdir())]
     names = predictor.cfg.dataset.class_names
     tracker = TrackingSettings().tracker()
-    times: dict[str, list[float]] = {step: [] for step in (*sum(THREADS.values(), ()), "overlay_host")}
+    glue: dict[str, list[float]] = {"track": [], "overlay": [], "overlay_host": []}
 
     def timed(step: str, call: Callable[..., Any], *args: Any) -> Any:
         sync()
         started = time.perf_counter()
         value = call(*args)
         sync()
-        times[step].append((time.perf_counter() - started) * 1000)
+        glue[step].append((time.perf_counter() - started) * 1000)
         return value
 
     with torch.inference_mode():
-        for k in range(frames + 3):  # the first three warm up (cuDNN autotuning, caches)
+        predictor_stages = time_stages(predictor, images[0], frames, WARMUP)["stages"]
+        for k in range(frames + WARMUP):
             image = images[k % len(images)]
-            batch = timed("upload", predictor.upload, [image])
-            heads = timed("network", predictor.infer, batch.images)
-            (on_device,) = timed("decode", predictor.decode, heads, batch)
-            (result,) = timed("download", predictor.download, [on_device])
+            batch = predictor.upload([image])
+            (on_device,) = predictor.decode(predictor.infer(batch.images), batch)
+            (result,) = predictor.download([on_device])
             tracked = timed("track", tracker.update, result, k * 50_000_000)  # 20 Hz stamps
             host_maps = (result.semantic.numpy(), result.segment_index.numpy())
             maps = (on_device.semantic, on_device.instance) if cuda else host_maps
             timed("overlay", draw_overlay, image, *maps, tracked.segments, names)
             timed("overlay_host", draw_overlay, image, *host_maps, tracked.segments, names)
-            if k < 3:
-                for series in times.values():
-                    series.clear()
-    steps = {step: round(statistics.median(series), 2) for step, series in times.items()}
+    steps = {stage: predictor_stages[stage]["median_ms"] for stage in STAGES}
+    steps |= {step: summarize(series[WARMUP:])["median_ms"] for step, series in glue.items()}
     threads = {name: round(sum(steps[s] for s in members), 2) for name, members in THREADS.items()}
     ros_publish = _ros_publish_ms(node_json)
     if ros_publish is not None:

@@ -48,7 +48,7 @@ def time_stages(predictor: Predictor, image: np.ndarray, frames: int, warmup: in
     """
     if frames < 1 or warmup < 0:
         raise ConfigError(f"frames: {frames}, warmup: {warmup}; expected frames >= 1 and warmup >= 0")
-    sync = _synchronizer(predictor.device)
+    sync = synchronizer(predictor.device)
     times: dict[str, list[float]] = {stage: [] for stage in STAGES}
     results: list = []
     started = 0.0
@@ -90,7 +90,8 @@ def summarize(ms: list[float]) -> dict[str, float]:
     }
 
 
-def _synchronizer(device: torch.device) -> Callable[[], None]:
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """A call that waits for ``device`` to finish its queued work (nothing to wait for on a CPU)."""
     if device.type == "cuda":
         return lambda: torch.cuda.synchronize(device)
     return lambda: None
