@@ -34,8 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: The floor, in a child process: RSS after import, load, frames, release; twice.
 FLOOR = """
-import ctypes, gc, json, sys
+import gc, json, sys
 import numpy as np
+from rt_panoptic_ros.allocator import give_back_free_memory
 from rt_panoptic_ros.runtime import Predictor
 from rt_panoptic_ros.runtime.machine import rss_mb
 model, h, w, frames = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -49,7 +50,7 @@ for cycle in (1, 2):
     steps[f"after_frames_{cycle}"] = rss_mb()
     del predictor
     gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    give_back_free_memory()
     steps[f"released_{cycle}"] = rss_mb()
 print(json.dumps({k: round(v) for k, v in steps.items()}))
 """

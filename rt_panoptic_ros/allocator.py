@@ -90,6 +90,13 @@ def keep_large_blocks(environ: Mapping[str, str] | None = None) -> AllocatorChoi
     return _CHOICE
 
 
+def give_back_free_memory() -> None:
+    """Hand the free pages of every heap back to the kernel now (glibc's ``malloc_trim``), so
+    that RSS shows what was released: after a model is let go, whatever the trim threshold."""
+    if on_glibc():
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 def process_choice() -> AllocatorChoice:
     """What :func:`keep_large_blocks` did in this process (for logs and diagnostics)."""
     return _CHOICE or AllocatorChoice("not chosen")

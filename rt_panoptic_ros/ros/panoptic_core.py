@@ -13,7 +13,6 @@ parameter callback.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import sys
 import time
@@ -36,7 +35,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from rt_panoptic_ros.allocator import process_choice
+from rt_panoptic_ros.allocator import give_back_free_memory, process_choice
 from rt_panoptic_ros.config import Config
 from rt_panoptic_ros.errors import RTPanopticError, first_line
 from rt_panoptic_ros.panoptic.fusion import void_label
@@ -378,11 +377,7 @@ class PanopticCore:
 def release_memory() -> None:
     """Return what a closed core held: collect garbage, empty torch's CUDA cache if it has one."""
     gc.collect()
-    if sys.platform == "linux":
-        try:  # glibc keeps freed heap pages; hand them back so RSS shows what was released
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
+    give_back_free_memory()
     torch = sys.modules.get("torch")  # imported by the backend, if at all
     if torch is not None and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
