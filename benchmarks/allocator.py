@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,17 +71,10 @@ def child_predictor(model: str, frames: int, scenes: Path) -> None:
     keep_large_blocks()  # honours RT_PANOPTIC_MALLOC, as every program of the package does
     from rt_panoptic_ros.image_io import read_rgb
     from rt_panoptic_ros.runtime import Predictor
+    from rt_panoptic_ros.runtime.bench import time_calls
 
     images = [read_rgb(p) for p in sorted((scenes / "images").iterdir())]
-    predictor = Predictor(model, backend="torch")
-    predictor(images[0])
-    times, cpu = [], time.process_time()
-    for k in range(frames):
-        begin = time.perf_counter()
-        predictor(images[k % len(images)])
-        times.append(time.perf_counter() - begin)
-    cpu_ms = (time.process_time() - cpu) / frames * 1000
-    print(json.dumps({"median_ms": statistics.median(times) * 1000, "cpu_ms": cpu_ms}))
+    print(json.dumps(time_calls(Predictor(model, backend="torch"), images, frames)))
 
 
 def main() -> None:

@@ -57,6 +57,7 @@ from rt_panoptic_ros.ros.dds_profile import use_shipped_profile
 from rt_panoptic_ros.ros.outputs import OUTPUT_TOPICS
 from rt_panoptic_ros.ros.testing.harness import CameraStream, OutputRecorder, Spinner, start_node, stop_node
 from rt_panoptic_ros.runtime import Predictor
+from rt_panoptic_ros.runtime.bench import time_calls
 from rt_panoptic_ros.runtime.machine import cpu_seconds, rss_mb, write_benchmark
 from rt_panoptic_ros.training.data.synthetic import write_dataset
 
@@ -72,19 +73,7 @@ PIPELINE_THREADS = {
 
 
 def predictor_figures(model: str, frames: list, count: int) -> dict:
-    predictor = Predictor(model, backend="torch")
-    predictor(frames[0])  # warm-up
-    times = []
-    start, cpu = time.perf_counter(), time.process_time()
-    for k in range(count):
-        begin = time.perf_counter()
-        predictor(frames[k % len(frames)])
-        times.append(time.perf_counter() - begin)
-    return {
-        "fps": count / (time.perf_counter() - start),
-        "median_ms": statistics.median(times) * 1000,
-        "cpu_ms": (time.process_time() - cpu) / count * 1000,  # all threads, per frame
-    }
+    return time_calls(Predictor(model, backend="torch"), frames, count)
 
 
 def stage_figures(diagnostics: list[DiagnosticArray]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from conftest import rigged_model, run_cli
 from rt_panoptic_ros import Predictor
 from rt_panoptic_ros.cli import EXIT_ERROR, bench_main
 from rt_panoptic_ros.errors import ConfigError
-from rt_panoptic_ros.runtime.bench import STAGES, summarize, time_stages
+from rt_panoptic_ros.runtime.bench import STAGES, summarize, time_calls, time_stages
 
 
 def test_summary_is_median_and_nearest_rank_p90():
@@ -37,6 +37,17 @@ def test_stages_add_up_to_a_frame():
     assert numbers["instances"] > 3  # the rigged network's scene was decoded, not skipped
     with pytest.raises(ConfigError, match="frames: 0"):
         time_stages(predictor, image, frames=0, warmup=1)
+
+
+def test_calls_are_timed_end_to_end_with_their_cpu_time():
+    predictor = Predictor(rigged_model())
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (128, 256, 3), dtype=np.uint8) for _ in range(2)]
+    numbers = time_calls(predictor, images, count=3)
+    assert set(numbers) == {"fps", "median_ms", "cpu_ms"}
+    assert numbers["median_ms"] > 0 and numbers["cpu_ms"] > 0
+    # calls over wall time: about one over the median call
+    assert numbers["fps"] == pytest.approx(1000 / numbers["median_ms"], rel=0.5)
 
 
 def test_bench_cli_side_by_side(tmp_path):

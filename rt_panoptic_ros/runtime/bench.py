@@ -80,6 +80,28 @@ def time_stages(predictor: Predictor, image: np.ndarray, frames: int, warmup: in
     }
 
 
+def time_calls(predictor: Predictor, images: Sequence[np.ndarray], count: int) -> dict[str, float]:
+    """One warm-up call, then ``count`` calls of ``predictor`` on ``images`` in turn, as an
+    application calls it (frame after frame, end to end).
+
+    Returns:
+        ``{"fps", "median_ms", "cpu_ms"}``: calls per second of wall time, the median call, and
+        the process's CPU time per call (all threads: torch's team included).
+    """
+    predictor(images[0])
+    times = []
+    start, cpu = time.perf_counter(), time.process_time()
+    for k in range(count):
+        begin = time.perf_counter()
+        predictor(images[k % len(images)])
+        times.append(time.perf_counter() - begin)
+    return {
+        "fps": count / (time.perf_counter() - start),
+        "median_ms": statistics.median(times) * 1000,
+        "cpu_ms": (time.process_time() - cpu) / count * 1000,
+    }
+
+
 def summarize(ms: list[float]) -> dict[str, float]:
     """Median, p90 (nearest rank) and mean of a list of milliseconds, rounded to 0.01 ms."""
     ordered = sorted(ms)
